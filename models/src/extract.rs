@@ -1,0 +1,368 @@
+//! Datapath extraction (paper Eq. 1–5, ALGORITHMS.md "Datapath extraction").
+//!
+//! Gates `z ∈ [0,1]^n` on every channel of every gated layer start at 1 and
+//! minimise, per image `i`,
+//! `||p(x) − p(x; z)||² + λ·mean(z) + γ·Σ_j ||z − z_j||₂`
+//! with Adam, projected to `[0, 1]` after each step, keeping the best
+//! *feasible* iterate (lowest loss among iterates that keep the ungated
+//! top-1; the all-ones start always qualifies). `z_j` are the datapaths
+//! already extracted in the chain (Eq. 4): adversarial first, then the
+//! source constrained by it, then the targets constrained by both — the
+//! targets do not constrain each other, so they are optimised as one batch.
+//!
+//! The fast mode linearises the network around `z = 1` with one backward
+//! pass of the predicted class's logit margin and solves the resulting
+//! box-constrained quadratic in closed form per coordinate (see
+//! [`fast_solve`]), then binarises and checks that the top-1 holds.
+
+use aevis_shared::datapath::Datapath;
+use aevis_shared::protocol::{ExtractMethod, ExtractParams, Faithfulness, Progress};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Int, Tensor, TensorData, activation};
+
+use crate::error::{Error, Result};
+use crate::net::{Gate, Gates, Network};
+use crate::ops;
+
+/// One extracted datapath with its numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Extracted {
+    /// The best feasible gates.
+    pub datapath: Datapath,
+    /// Faithfulness figures.
+    pub faithfulness: Faithfulness,
+    /// Ungated top-1.
+    pub top1: usize,
+}
+
+/// Progress callback: return `false` to cancel.
+pub type ProgressFn<'a> = dyn FnMut(Progress) -> bool + 'a;
+
+fn check(params: &ExtractParams) -> Result<()> {
+    let bad = |what: &str| Err(Error::BadInput(what.to_string()));
+    if !(params.lambda >= 0.0) {
+        return bad("λ must be ≥ 0");
+    }
+    if !(params.gamma >= 0.0) {
+        return bad("γ must be ≥ 0");
+    }
+    if !(params.lr > 0.0) && params.method != ExtractMethod::Fast {
+        return bad("the learning rate must be > 0");
+    }
+    if !(0.0..=1.0).contains(&params.tau) {
+        return bad("τ must lie in [0, 1]");
+    }
+    Ok(())
+}
+
+/// Splits `[n, total]` gates into per-layer gates.
+pub(crate) fn gates_from_flat<B: AutodiffBackend>(z: &Tensor<B, 2>, widths: &[usize]) -> Gates<B> {
+    let mut at = 0;
+    widths
+        .iter()
+        .map(|&w| {
+            let g = z.clone().narrow(1, at, w);
+            at += w;
+            Some(Gate { z: g, mask: None })
+        })
+        .collect()
+}
+
+/// Top-1 of each image with the given flat gates (no gradient).
+pub(crate) fn top1_with<B: AutodiffBackend>(net: &Network<B>, x: &Tensor<B, 4>, flat: &[Vec<f32>]) -> Vec<usize> {
+    let widths = net.graph().widths();
+    let z = ops::from_rows::<B>(flat, net.device());
+    let logits = net.forward(x.clone(), &gates_from_flat(&z, &widths), &[]).logits;
+    ops::rows(logits.inner()).iter().map(|r| ops::argmax(r)).collect()
+}
+
+/// Extracts the datapaths of a batch of images that share the same
+/// constraints (`fixed`, the datapaths already extracted in the chain).
+///
+/// # Shapes
+/// - `x`: `[n, 3, h, w]`
+pub fn extract_batch<B: AutodiffBackend>(
+    net: &Network<B>,
+    x: Tensor<B, 4>,
+    fixed: &[Datapath],
+    params: &ExtractParams,
+    stage: &str,
+    progress: &mut ProgressFn<'_>,
+) -> Result<Vec<Extracted>> {
+    check(params)?;
+    let widths = net.graph().widths();
+    let total: usize = widths.iter().sum();
+    for f in fixed {
+        if f.gates.len() != widths.len() || f.flat().len() != total {
+            return Err(Error::BadInput("a constraint datapath has another shape than this network".into()));
+        }
+    }
+    let p0_t = activation::softmax(net.logits(x.clone()), 1).detach();
+    let p0 = ops::rows(p0_t.clone().inner());
+    let top1: Vec<usize> = p0.iter().map(|r| ops::argmax(r)).collect();
+    let fixed_flat: Vec<Vec<f32>> = fixed.iter().map(Datapath::flat).collect();
+
+    let fast = fast_extract(net, &x, &top1, &fixed_flat, params)?;
+    let (best, losses, steps) = match params.method {
+        ExtractMethod::Fast => (fast, vec![f32::NAN; top1.len()], vec![0; top1.len()]),
+        ExtractMethod::Constrained | ExtractMethod::DgrLoss => {
+            let init = if params.warm_start { fast } else { vec![vec![1.0; total]; top1.len()] };
+            optimise(net, &x, &p0_t, &top1, &fixed_flat, params, init, stage, progress)?
+        }
+    };
+
+    // Faithfulness: binarised and continuous gates keep the top-1?
+    let binar: Vec<Vec<f32>> = best.iter().map(|z| z.iter().map(|&v| if v >= params.tau { 1.0 } else { 0.0 }).collect()).collect();
+    let bin_top = top1_with(net, &x, &binar);
+    let cont_top = top1_with(net, &x, &best);
+    Ok(best
+        .into_iter()
+        .enumerate()
+        .map(|(i, z)| {
+            let datapath = Datapath::from_flat(&z, &widths).expect("shape checked");
+            let faithfulness = Faithfulness {
+                binarised_keeps_top1: bin_top[i] == top1[i],
+                continuous_keeps_top1: cont_top[i] == top1[i],
+                kept_per_layer: datapath.kept_per_layer(params.tau),
+                kept_overall: datapath.kept_overall(params.tau),
+                loss: losses[i],
+                steps: steps[i],
+            };
+            Extracted { datapath, faithfulness, top1: top1[i] }
+        })
+        .collect())
+}
+
+/// The gradient-based optimisation (Adam on Eq. 5, or DGR's own loss with SGD).
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn optimise<B: AutodiffBackend>(
+    net: &Network<B>,
+    x: &Tensor<B, 4>,
+    p0: &Tensor<B, 2>,
+    top1: &[usize],
+    fixed: &[Vec<f32>],
+    params: &ExtractParams,
+    init: Vec<Vec<f32>>,
+    stage: &str,
+    progress: &mut ProgressFn<'_>,
+) -> Result<(Vec<Vec<f32>>, Vec<f32>, Vec<usize>)> {
+    let device = net.device().clone();
+    let widths = net.graph().widths();
+    let total: usize = widths.iter().sum();
+    let n = top1.len();
+    let dgr = params.method == ExtractMethod::DgrLoss;
+    let mut z = init;
+    let mut best = vec![vec![1.0f32; total]; n];
+    let mut best_loss = vec![f32::INFINITY; n];
+    let (mut m, mut v) = (vec![vec![0.0f32; total]; n], vec![vec![0.0f32; total]; n]);
+    let (b1, b2, eps_adam) = (0.9f32, 0.999f32, 1e-8f32);
+    let fixed_t: Vec<Tensor<B, 2>> = fixed.iter().map(|f| ops::from_rows::<B>(std::slice::from_ref(f), &device)).collect();
+    let mut prev_total = f32::INFINITY;
+    let mut settled = 0usize;
+    let mut steps_taken = vec![0usize; n];
+    // The ungated start always keeps the top-1: it is the first feasible candidate.
+    let ones_loss = params.lambda;
+    for i in 0..n {
+        best_loss[i] = if dgr { f32::INFINITY } else { ones_loss + params.gamma * dist_sum(&best[i], fixed) };
+    }
+    for step in 0..params.steps {
+        let zt = ops::from_rows::<B>(&z, &device).require_grad();
+        let logits = net.forward(x.clone(), &gates_from_flat(&zt, &widths), &[]).logits;
+        let fit = if dgr {
+            // Cross-entropy to the ungated softmax, per image.
+            (p0.clone() * activation::log_softmax(logits.clone(), 1)).sum_dim(1).neg()
+        } else {
+            (p0.clone() - activation::softmax(logits.clone(), 1)).powf_scalar(2.0).sum_dim(1)
+        };
+        let sparsity = if dgr { zt.clone().abs().sum_dim(1) * params.lambda } else { zt.clone().mean_dim(1) * params.lambda };
+        let mut loss = fit + sparsity;
+        if params.gamma > 0.0 {
+            for f in &fixed_t {
+                let d = (zt.clone() - f.clone()).powf_scalar(2.0).sum_dim(1).add_scalar(1e-12).sqrt();
+                loss = loss + d * params.gamma;
+            }
+        }
+        let per_image = ops::host(loss.clone().inner());
+        let pred: Vec<usize> = ops::rows(logits.inner()).iter().map(|r| ops::argmax(r)).collect();
+        let grads = loss.sum().backward();
+        let g = ops::rows(zt.grad(&grads).expect("gates require grad"));
+        for i in 0..n {
+            if pred[i] == top1[i] && per_image[i] < best_loss[i] {
+                best_loss[i] = per_image[i];
+                best[i].clone_from(&z[i]);
+            }
+        }
+        let t = (step + 1) as i32;
+        for i in 0..n {
+            for k in 0..total {
+                let gk = g[i][k];
+                if dgr {
+                    // SGD with momentum 0.9, clamp ≥ 0 (DGR's public code).
+                    m[i][k] = 0.9 * m[i][k] + gk;
+                    z[i][k] = (z[i][k] - params.lr * m[i][k]).max(0.0);
+                } else {
+                    m[i][k] = b1 * m[i][k] + (1.0 - b1) * gk;
+                    v[i][k] = b2 * v[i][k] + (1.0 - b2) * gk * gk;
+                    let mh = m[i][k] / (1.0 - b1.powi(t));
+                    let vh = v[i][k] / (1.0 - b2.powi(t));
+                    z[i][k] = (z[i][k] - params.lr * mh / (vh.sqrt() + eps_adam)).clamp(0.0, 1.0);
+                }
+            }
+            steps_taken[i] = step + 1;
+        }
+        let mean_loss = per_image.iter().sum::<f32>() / n as f32;
+        let kept = z.iter().map(|zi| zi.iter().filter(|&&v| v >= params.tau).count() as f32 / total as f32).sum::<f32>() / n as f32;
+        let go_on = progress(Progress {
+            stage: stage.into(),
+            step: step + 1,
+            total: params.steps,
+            loss: mean_loss,
+            sparsity: kept,
+            kept_top1: pred.iter().zip(top1).all(|(a, b)| a == b),
+            fraction: (step + 1) as f32 / params.steps as f32,
+        });
+        if !go_on {
+            return Err(Error::Cancelled);
+        }
+        if params.tolerance > 0.0 {
+            let rel = (prev_total - mean_loss).abs() / mean_loss.abs().max(1e-12);
+            settled = if rel < params.tolerance { settled + 1 } else { 0 };
+            if settled >= params.patience.max(1) {
+                break;
+            }
+        }
+        prev_total = mean_loss;
+    }
+    // The last iterate has not been evaluated yet: check it too.
+    let last_top = top1_with(net, x, &z);
+    let last_loss = eval_loss(net, x, p0, &z, fixed, params);
+    for i in 0..n {
+        if last_top[i] == top1[i] && last_loss[i] < best_loss[i] {
+            best_loss[i] = last_loss[i];
+            best[i].clone_from(&z[i]);
+        }
+    }
+    Ok((best, best_loss, steps_taken))
+}
+
+fn dist_sum(z: &[f32], fixed: &[Vec<f32>]) -> f32 {
+    fixed.iter().map(|f| z.iter().zip(f).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt()).sum()
+}
+
+fn eval_loss<B: AutodiffBackend>(net: &Network<B>, x: &Tensor<B, 4>, p0: &Tensor<B, 2>, z: &[Vec<f32>], fixed: &[Vec<f32>], params: &ExtractParams) -> Vec<f32> {
+    let widths = net.graph().widths();
+    let zt = ops::from_rows::<B>(z, net.device());
+    let logits = net.forward(x.clone(), &gates_from_flat(&zt, &widths), &[]).logits;
+    let dgr = params.method == ExtractMethod::DgrLoss;
+    let fit = if dgr {
+        ops::host((p0.clone() * activation::log_softmax(logits, 1)).sum_dim(1).neg().inner())
+    } else {
+        ops::host((p0.clone() - activation::softmax(logits, 1)).powf_scalar(2.0).sum_dim(1).inner())
+    };
+    z.iter()
+        .zip(fit)
+        .map(|(zi, f)| {
+            let sp = if dgr { zi.iter().map(|v| v.abs()).sum::<f32>() } else { zi.iter().sum::<f32>() / zi.len() as f32 };
+            f + params.lambda * sp + params.gamma * dist_sum(zi, fixed)
+        })
+        .collect()
+}
+
+/// Gradient of each image's logit margin `logit_c − logit_r` (c = top-1,
+/// r = runner-up at `z = 1`) with respect to every gate at `z = 1`, and the margins.
+pub(crate) fn margin_gradient<B: AutodiffBackend>(net: &Network<B>, x: &Tensor<B, 4>, top1: &[usize]) -> (Vec<Vec<f32>>, Vec<f32>) {
+    let device = net.device().clone();
+    let widths = net.graph().widths();
+    let total: usize = widths.iter().sum();
+    let n = top1.len();
+    let zt = ops::from_rows::<B>(&vec![vec![1.0; total]; n], &device).require_grad();
+    let logits = net.forward(x.clone(), &gates_from_flat(&zt, &widths), &[]).logits;
+    let host_logits = ops::rows(logits.clone().inner());
+    let runner: Vec<usize> = host_logits
+        .iter()
+        .zip(top1)
+        .map(|(r, &c)| {
+            let mut best = if c == 0 { 1 } else { 0 };
+            for (k, &v) in r.iter().enumerate() {
+                if k != c && v > r[best] {
+                    best = k;
+                }
+            }
+            best
+        })
+        .collect();
+    let idx = |v: &[usize]| Tensor::<B, 2, Int>::from_data(TensorData::new(v.iter().map(|&c| c as i64).collect::<Vec<_>>(), [n, 1]), &device);
+    let margin = logits.clone().gather(1, idx(top1)) - logits.gather(1, idx(&runner));
+    let margins = ops::host(margin.clone().inner());
+    let grads = margin.sum().backward();
+    (ops::rows(zt.grad(&grads).expect("gates require grad")), margins)
+}
+
+/// Minimises, per image and coordinate, the diagonal quadratic
+/// `a_k (1 − z_k)² + (λ/n) z_k + γ Σ_j ||z − z_j||₂` over `[0, 1]`, with
+/// `a_k = (g_k / m)²` (the linearised change of the logit margin `m` when
+/// channel `k` is closed, relative to `m`). The `γ` norms are handled by
+/// majorisation (each `||z − z_j||` bounded by a quadratic at the current
+/// point), so every round is an exact coordinate-wise minimisation.
+///
+/// The rank-one form `(gᵀ(z − 1))²` is exact to first order but lets
+/// positive and negative effects cancel, which closes channels that matter;
+/// the diagonal form (the Taylor criterion of Molchanov et al. 2017) does not.
+pub fn fast_solve(g: &[f32], margin: f32, lambda: f32, gamma: f32, fixed: &[Vec<f32>], rounds: usize) -> Vec<f32> {
+    let n = g.len() as f32;
+    let m2 = (margin * margin).max(1e-12);
+    let a: Vec<f32> = g.iter().map(|gk| gk * gk / m2).collect();
+    let mut z: Vec<f32> = vec![1.0; g.len()];
+    let rounds = if gamma > 0.0 && !fixed.is_empty() { rounds.max(1) } else { 1 };
+    for _ in 0..rounds {
+        let weights: Vec<f32> = fixed
+            .iter()
+            .map(|f| {
+                let d = z.iter().zip(f).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt().max(1e-3);
+                if gamma > 0.0 { gamma / (2.0 * d) } else { 0.0 }
+            })
+            .collect();
+        for k in 0..z.len() {
+            let mut aa = a[k];
+            let mut bb = a[k] - lambda / (2.0 * n);
+            for (f, w) in fixed.iter().zip(&weights) {
+                aa += w;
+                bb += w * f[k];
+            }
+            z[k] = if aa <= 0.0 { if bb > 0.0 { 1.0 } else { 0.0 } } else { (bb / aa).clamp(0.0, 1.0) };
+        }
+    }
+    z
+}
+
+/// The fast mode: one forward and backward per image, the quadratic solved,
+/// then λ halved (a cheap host solve and one forward) until the binarised
+/// datapath keeps the top-1; the all-ones datapath is the last resort.
+fn fast_extract<B: AutodiffBackend>(net: &Network<B>, x: &Tensor<B, 4>, top1: &[usize], fixed: &[Vec<f32>], params: &ExtractParams) -> Result<Vec<Vec<f32>>> {
+    let (g, margins) = margin_gradient(net, x, top1);
+    let total = g.first().map_or(0, Vec::len);
+    let n = top1.len();
+    let mut out = vec![vec![1.0f32; total]; n];
+    let mut pending: Vec<usize> = (0..n).collect();
+    let mut lambda = params.lambda;
+    for _ in 0..8 {
+        if pending.is_empty() {
+            break;
+        }
+        let cand: Vec<Vec<f32>> = pending.iter().map(|&i| fast_solve(&g[i], margins[i], lambda, params.gamma, fixed, 5)).collect();
+        let binar: Vec<Vec<f32>> = cand.iter().map(|z| z.iter().map(|&v| if v >= params.tau { 1.0 } else { 0.0 }).collect()).collect();
+        let xs = x.clone().select(0, Tensor::<B, 1, Int>::from_data(TensorData::new(pending.iter().map(|&i| i as i64).collect::<Vec<_>>(), [pending.len()]), net.device()));
+        let tops = top1_with(net, &xs, &binar);
+        let mut still = vec![];
+        for (j, &i) in pending.iter().enumerate() {
+            if tops[j] == top1[i] {
+                out[i].clone_from(&cand[j]);
+            } else {
+                still.push(i);
+            }
+        }
+        pending = still;
+        lambda *= 0.5;
+    }
+    Ok(out)
+}
