@@ -1,0 +1,113 @@
+//! Attacks, extraction and contribution analysis on real CIFAR-10 images and
+//! on hand-made cases.
+
+mod common;
+
+use aevis_models::attack::{attack, perturbation_size};
+use aevis_models::backend::Cpu;
+use aevis_models::data::{Image, Split};
+use aevis_models::extract::{extract_batch, fast_solve};
+use aevis_models::ops;
+use aevis_shared::protocol::{AttackKind, AttackParams, ExtractMethod, ExtractParams};
+use common::*;
+
+type B = Cpu;
+
+fn test_images(n: usize) -> (Vec<Image>, Vec<usize>) {
+    let split = Split::read_cifar("test", &data().join("cifar10/test_first1000_exact.bin"), Some(n)).unwrap();
+    ((0..n).map(|i| split.image(i).unwrap()).collect(), split.labels.clone())
+}
+
+#[test]
+fn attacks_stay_in_the_ball_fool_the_model_and_ignore_the_batch() {
+    let net = cifar(20);
+    let (imgs, labels) = test_images(7);
+    let refs: Vec<&Image> = imgs.iter().collect();
+    let eps = 8.0 / 255.0;
+    for kind in [AttackKind::Fgsm, AttackKind::IFgsm, AttackKind::Pgd, AttackKind::MiFgsm] {
+        let p = AttackParams { kind, epsilon: eps, steps: 10, momentum: 1.0, target: None, seed: 7 };
+        let advs = attack(&net, &refs, &labels, &p).unwrap();
+        for (a, c) in advs.iter().zip(&imgs) {
+            let (linf, _) = perturbation_size(c, a);
+            assert!(linf <= eps + 1e-6, "{kind:?}: L∞ {linf} > ε");
+            assert!(a.pixels.iter().all(|&v| (0.0..=1.0).contains(&v)));
+        }
+        if kind == AttackKind::MiFgsm {
+            let x = ops::batch::<B>(&advs.iter().collect::<Vec<_>>(), &Default::default()).unwrap();
+            let fooled = ops::rows(net.logits(x).inner()).iter().zip(&labels).filter(|(r, l)| ops::argmax(r) != **l).count();
+            assert!(fooled >= 6, "MI-FGSM fooled only {fooled}/7");
+            // Image 4 alone gives the same adversarial as inside the batch of 7.
+            let alone = attack(&net, &[&imgs[4]], &[labels[4]], &p).unwrap().remove(0);
+            let d = alone.pixels.iter().zip(&advs[4].pixels).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(d <= 1e-6, "batch-size dependence: {d}");
+        }
+        if kind == AttackKind::Pgd {
+            let again = attack(&net, &refs, &labels, &p).unwrap();
+            assert_eq!(again, advs, "PGD with a fixed seed must repeat");
+        }
+    }
+    // Targeted MI-FGSM reaches its target.
+    let p = AttackParams { kind: AttackKind::MiFgsm, epsilon: 16.0 / 255.0, steps: 10, momentum: 1.0, target: Some(2), seed: 0 };
+    let advs = attack(&net, &refs[..3], &labels[..3], &p).unwrap();
+    let x = ops::batch::<B>(&advs.iter().collect::<Vec<_>>(), &Default::default()).unwrap();
+    for r in ops::rows(net.logits(x).inner()) {
+        assert_eq!(ops::argmax(&r), 2);
+    }
+    // Bad settings are named.
+    let bad = AttackParams { epsilon: 1.5, ..p.clone() };
+    assert!(attack(&net, &refs[..1], &labels[..1], &bad).unwrap_err().to_string().contains("outside [0, 1]"));
+    let bad = AttackParams { target: Some(10), ..p };
+    assert!(attack(&net, &refs[..1], &labels[..1], &bad).unwrap_err().to_string().contains("out of range"));
+}
+
+#[test]
+fn fast_solve_by_hand() {
+    // a = (g/m)² = [4, 0.25, 0]; λ/(2n) = 1/(2·3) with λ = 1.
+    let z = fast_solve(&[2.0, 0.5, 0.0], 1.0, 1.0, 0.0, &[], 1);
+    assert!((z[0] - (1.0 - (1.0 / 6.0) / 4.0)).abs() < 1e-6);
+    assert!((z[1] - (1.0 - (1.0 / 6.0) / 0.25)).abs() < 1e-6);
+    assert_eq!(z[2], 0.0);
+    // A strong γ pulls towards the constraint.
+    let pulled = fast_solve(&[0.0, 0.0, 0.0], 1.0, 0.0, 100.0, &[vec![1.0, 0.0, 1.0]], 5);
+    assert!(pulled[0] > 0.9 && pulled[1] < 0.1 && pulled[2] > 0.9, "{pulled:?}");
+}
+
+fn quick(method: ExtractMethod, gamma: f32) -> ExtractParams {
+    ExtractParams { method, gamma, steps: 12, ..ExtractParams::default_for(1.0) }
+}
+
+#[test]
+fn extraction_keeps_the_top1_repeats_and_gamma_zero_decouples() {
+    let net = cifar(20);
+    let (imgs, _) = test_images(3);
+    let x1 = ops::batch::<B>(&[&imgs[0]], &Default::default()).unwrap();
+    let x3 = ops::batch::<B>(&imgs.iter().collect::<Vec<_>>(), &Default::default()).unwrap();
+    let mut none = |_p| true;
+    let alone = extract_batch(&net, x1.clone(), &[], &quick(ExtractMethod::Constrained, 0.0), "t", &mut none).unwrap().remove(0);
+    assert!(alone.faithfulness.continuous_keeps_top1, "the best feasible iterate must keep the top-1");
+    assert!(alone.faithfulness.kept_overall < 1.0, "nothing was pruned");
+    let again = extract_batch(&net, x1.clone(), &[], &quick(ExtractMethod::Constrained, 0.0), "t", &mut none).unwrap().remove(0);
+    assert_eq!(alone.datapath, again.datapath, "extraction must repeat");
+    // γ = 0: a constraint changes nothing; in a batch, the same datapath as alone.
+    let constrained0 = extract_batch(&net, x1.clone(), &[again.datapath.clone()], &quick(ExtractMethod::Constrained, 0.0), "t", &mut none).unwrap().remove(0);
+    assert_eq!(constrained0.datapath, alone.datapath);
+    let batch = extract_batch(&net, x3, &[], &quick(ExtractMethod::Constrained, 0.0), "t", &mut none).unwrap();
+    let d = batch[0].datapath.flat().iter().zip(alone.datapath.flat()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(d < 1e-4, "batch changes the datapath by {d}");
+    for e in &batch {
+        assert!(e.faithfulness.continuous_keeps_top1);
+    }
+    // γ > 0 pulls the datapath towards the constraint.
+    let other = extract_batch(&net, ops::batch::<B>(&[&imgs[1]], &Default::default()).unwrap(), &[], &quick(ExtractMethod::Constrained, 0.0), "t", &mut none).unwrap().remove(0);
+    let pulled = extract_batch(&net, x1.clone(), &[other.datapath.clone()], &quick(ExtractMethod::Constrained, 5.0), "t", &mut none).unwrap().remove(0);
+    let dist = |a: &aevis_shared::datapath::Datapath| aevis_shared::datapath::total_distance(a, &other.datapath);
+    assert!(dist(&pulled.datapath) < dist(&alone.datapath), "γ did not tie the datapaths together");
+    // Fast mode and DGR's loss run and keep the top-1 with their binarised datapath.
+    let fast = extract_batch(&net, x1.clone(), &[], &quick(ExtractMethod::Fast, 0.0), "t", &mut none).unwrap().remove(0);
+    assert!(fast.faithfulness.binarised_keeps_top1);
+    let dgr = extract_batch(&net, x1.clone(), &[], &quick(ExtractMethod::DgrLoss, 0.0), "t", &mut none).unwrap().remove(0);
+    assert!(dgr.faithfulness.continuous_keeps_top1);
+    // Cancel between steps.
+    let mut stop = |_p| false;
+    assert!(matches!(extract_batch(&net, x1, &[], &quick(ExtractMethod::Constrained, 0.0), "t", &mut stop), Err(aevis_models::Error::Cancelled)));
+}
