@@ -326,9 +326,9 @@ impl Treemap {
     }
 }
 
-/// Short label of a region, e.g. `A`, `A∩B`, `A∩B∩C`, with the given set names.
-pub fn region_label(mask: usize, names: [&str; 3]) -> String {
-    bits(mask).map(|i| names[i]).collect::<Vec<_>>().join("∩")
+/// Short label of a region, e.g. `A`, `A∩B`, `A∩B∩C` with `sep = "∩"`, with the given set names.
+pub fn region_label(mask: usize, names: [&str; 3], sep: &str) -> String {
+    bits(mask).map(|i| names[i]).collect::<Vec<_>>().join(sep)
 }
 
 #[cfg(test)]
@@ -372,7 +372,7 @@ mod tests {
         assert_eq!(parent_of(0b111, &r), 0);
         assert_eq!(parent_of(0b110, &r), 1);
         assert_eq!(parent_of(0b100, &r), 2);
-        assert_eq!(region_label(0b101, ["S", "A", "T"]), "S∩T");
+        assert_eq!(region_label(0b101, ["S", "A", "T"], "∩"), "S∩T");
     }
 
     #[test]
