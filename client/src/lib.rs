@@ -4,6 +4,7 @@
 //!
 //! * [`view`] builds each view as a [`scene::Scene`] from protocol values;
 //! * [`export`] writes scenes as SVG and PNG ([`export::render_all`]);
+//! * [`api`] talks to the daemon (bincode over HTTP, job events);
 //!
 //! ```
 //! use aevis_client::{sample, view};
@@ -12,6 +13,7 @@
 //! assert!(scene.to_svg().starts_with("<svg"));
 //! ```
 
+pub mod api;
 pub mod export;
 pub mod sample;
 pub mod scene;
