@@ -5,6 +5,7 @@
 //! * [`view`] builds each view as a [`scene::Scene`] from protocol values;
 //! * [`export`] writes scenes as SVG and PNG ([`export::render_all`]);
 //! * [`api`] talks to the daemon (bincode over HTTP, job events);
+//! * [`app`] and [`screen`] are the iced GUI ([`run_gui`]).
 //!
 //! ```
 //! use aevis_client::{sample, view};
@@ -19,3 +20,43 @@ pub mod sample;
 pub mod scene;
 pub mod theme;
 pub mod view;
+pub mod app;
+pub mod config;
+pub mod screen;
+
+/// Why the GUI could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GuiError {
+    /// Neither `DISPLAY` nor `WAYLAND_DISPLAY` is set.
+    #[error(
+        "no display: neither DISPLAY nor WAYLAND_DISPLAY is set. Use `aevis export` to write the views as SVG/PNG without a display, or run under Xvfb"
+    )]
+    NoDisplay,
+    /// iced failed.
+    #[error("the GUI failed: {0}")]
+    Iced(#[from] iced::Error),
+}
+
+/// There is a display to open a window on.
+pub fn has_display() -> bool {
+    ["DISPLAY", "WAYLAND_DISPLAY"].iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+}
+
+/// Opens the GUI connected to the daemon at `url` (an empty `url` shows the
+/// connect screen with the remembered address). Blocks until the window closes.
+pub fn run_gui(url: String, token: Option<String>) -> anyhow::Result<()> {
+    if !has_display() {
+        return Err(GuiError::NoDisplay.into());
+    }
+    let url = Some(url).filter(|u| !u.trim().is_empty());
+    let config = app::default_config_path();
+    iced::application(
+        move || app::App::new(url.clone(), token.clone(), config.clone()),
+        app::App::update,
+        app::App::view,
+    )
+    .title(app::App::title)
+    .window_size((1280.0, 820.0))
+    .run()
+    .map_err(|e| GuiError::Iced(e).into())
+}
