@@ -39,15 +39,19 @@ pub enum GuiError {
 
 /// There is a display to open a window on.
 pub fn has_display() -> bool {
-    ["DISPLAY", "WAYLAND_DISPLAY"].iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+    display_check(std::env::var_os("DISPLAY").as_deref(), std::env::var_os("WAYLAND_DISPLAY").as_deref()).is_ok()
+}
+
+/// The display check of [`run_gui`] on given values of `DISPLAY` and
+/// `WAYLAND_DISPLAY` (unset or empty means none).
+pub fn display_check(display: Option<&std::ffi::OsStr>, wayland: Option<&std::ffi::OsStr>) -> Result<(), GuiError> {
+    if [display, wayland].iter().any(|v| v.is_some_and(|s| !s.is_empty())) { Ok(()) } else { Err(GuiError::NoDisplay) }
 }
 
 /// Opens the GUI connected to the daemon at `url` (an empty `url` shows the
 /// connect screen with the remembered address). Blocks until the window closes.
 pub fn run_gui(url: String, token: Option<String>) -> anyhow::Result<()> {
-    if !has_display() {
-        return Err(GuiError::NoDisplay.into());
-    }
+    display_check(std::env::var_os("DISPLAY").as_deref(), std::env::var_os("WAYLAND_DISPLAY").as_deref())?;
     let url = Some(url).filter(|u| !u.trim().is_empty());
     let config = app::default_config_path();
     iced::application(
@@ -59,4 +63,18 @@ pub fn run_gui(url: String, token: Option<String>) -> anyhow::Result<()> {
     .window_size((1280.0, 820.0))
     .run()
     .map_err(|e| GuiError::Iced(e).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn no_display_points_to_export() {
+        let e = display_check(None, Some(OsStr::new(""))).unwrap_err().to_string();
+        assert!(e.contains("DISPLAY") && e.contains("aevis export"), "{e}");
+        assert!(display_check(Some(OsStr::new(":0")), None).is_ok());
+        assert!(display_check(None, Some(OsStr::new("wayland-0"))).is_ok());
+    }
 }
