@@ -95,7 +95,13 @@ async fn get_json<T: DeserializeOwned>(c: &reqwest::Client, url: &str) -> T {
     let res = c.get(url).header("accept", "application/json").send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK, "GET {url}");
     assert_eq!(res.headers()["content-type"], "application/json");
-    serde_json::from_slice(&res.bytes().await.unwrap()).unwrap()
+    let bytes = res.bytes().await.unwrap();
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        let text = String::from_utf8_lossy(&bytes);
+        let at = e.column().saturating_sub(1).min(text.len());
+        let lo = text[..at].char_indices().rev().nth(200).map_or(0, |(i, _)| i);
+        panic!("GET {url}: JSON does not decode ({e}) near: …{}…", &text[lo..(at + 40).min(text.len())])
+    })
 }
 
 async fn post_bin(c: &reqwest::Client, url: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
@@ -152,7 +158,11 @@ async fn session_through_events_then_restart_from_cache() {
     let cfg = base_cfg(dir.path());
     let m = model();
     let c = reqwest::Client::new();
-    let req = cheap_session(&m.id, 0);
+    // Three optimiser steps: cheap, and every float of the result is finite
+    // (the fast mode reports `faithfulness.loss = NaN`, which JSON cannot carry).
+    let mut req = cheap_session(&m.id, 0);
+    req.extract.method = ExtractMethod::Constrained;
+    req.extract.steps = 3;
 
     let d = Daemon::start(&cfg).await;
     let info: DaemonInfo = get_bin(&c, &d.url("/info")).await;
