@@ -13,15 +13,15 @@ use std::time::Duration;
 use aevis_shared::codec::{self, BINARY_MIME, CodecError};
 use aevis_shared::graph::LayerGraph;
 use aevis_shared::protocol::{
-    AttackReport, AttackRequest, CandidateList, CandidatesRequest, ContributionRequest, ContributionResult, CreateSession,
-    DaemonInfo, ErrorBody, ErrorKind, ImagePage, JobCreated, JobStatus, LayerDetail, NeuronDetail, PROTOCOL_VERSION,
-    SessionCreated, SessionResult, SessionSummary, VERSION_HEADER,
+    AttackReport, AttackRequest, CandidateList, CandidatesRequest, ContributionRequest, ContributionResult,
+    CreateSession, DaemonInfo, ErrorBody, ErrorKind, ImagePage, JobCreated, JobStatus, LayerDetail, NeuronDetail,
+    PROTOCOL_VERSION, SessionCreated, SessionResult, SessionSummary, VERSION_HEADER,
 };
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
-use std::sync::atomic::{AtomicBool, Ordering};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Why a call to the daemon failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -61,7 +61,9 @@ pub enum ApiError {
         url: String,
     },
     /// The answer did not decode as the expected type.
-    #[error("the daemon's answer could not be read ({source}); is the daemon the same version as this client? at {url}")]
+    #[error(
+        "the daemon's answer could not be read ({source}); is the daemon the same version as this client? at {url}"
+    )]
     Decode {
         /// The decoding error.
         source: Arc<CodecError>,
@@ -96,7 +98,9 @@ pub fn words(body: &ErrorBody) -> String {
         ErrorKind::BadRequest => "the daemon rejected the request",
         ErrorKind::Unauthorized => "the daemon needs a valid token (set it on the connect screen)",
         ErrorKind::NotFound => "not found",
-        ErrorKind::ProtocolVersion => "this client and the daemon speak different protocol versions; update one of them",
+        ErrorKind::ProtocolVersion => {
+            "this client and the daemon speak different protocol versions; update one of them"
+        }
         ErrorKind::TooLarge => "the upload is larger than the daemon accepts",
         ErrorKind::UnsupportedMedia => "the file is not an image the daemon can read (PNG or JPEG)",
         ErrorKind::Unprocessable => "the daemon could not do this",
@@ -285,8 +289,12 @@ impl Api {
         class: Option<usize>,
     ) -> Result<ImagePage, ApiError> {
         let class = class.map(|c| format!("&class={c}")).unwrap_or_default();
-        self.get(&format!("/models/{}/images?split={}&offset={offset}&limit={limit}{class}", segment(model), segment(split)))
-            .await
+        self.get(&format!(
+            "/models/{}/images?split={}&offset={offset}&limit={limit}{class}",
+            segment(model),
+            segment(split)
+        ))
+        .await
     }
 
     /// `GET /v1/models/{model}/images/{split}/{index}/png`: PNG bytes.
@@ -379,12 +387,18 @@ impl Api {
                     },
                     State::Reading(mut body, mut parser, mut queue, url) => {
                         if let Some(status) = queue.pop_front() {
-                            let next = if status.state.is_final() { State::Done } else { State::Reading(body, parser, queue, url) };
+                            let next = if status.state.is_final() {
+                                State::Done
+                            } else {
+                                State::Reading(body, parser, queue, url)
+                            };
                             return Some((Ok(status), next));
                         }
                         match body.next().await {
                             None => return None,
-                            Some(Err(e)) => return Some((Err(ApiError::Unreachable { source: Arc::new(e), url }), State::Done)),
+                            Some(Err(e)) => {
+                                return Some((Err(ApiError::Unreachable { source: Arc::new(e), url }), State::Done));
+                            }
                             Some(Ok(bytes)) => {
                                 for payload in parser.feed(&bytes) {
                                     match serde_json::from_str::<JobStatus>(&payload) {
@@ -402,7 +416,11 @@ impl Api {
     }
 
     /// Polls `GET /v1/jobs/{id}` every `every` until a final state.
-    pub fn poll_job(&self, id: &str, every: Duration) -> impl Stream<Item = Result<JobStatus, ApiError>> + Send + 'static {
+    pub fn poll_job(
+        &self,
+        id: &str,
+        every: Duration,
+    ) -> impl Stream<Item = Result<JobStatus, ApiError>> + Send + 'static {
         let api = self.clone();
         let id = id.to_owned();
         futures_util::stream::unfold((api, id, true, false), move |(api, id, first, done)| async move {
@@ -466,7 +484,11 @@ fn error_from(status: u16, bytes: &[u8], url: &str) -> ApiError {
         return ApiError::Daemon { status, body };
     }
     let text: String = String::from_utf8_lossy(bytes).chars().take(200).collect();
-    ApiError::Http { status, text: if text.trim().is_empty() { "empty body".into() } else { text }, url: url.to_owned() }
+    ApiError::Http {
+        status,
+        text: if text.trim().is_empty() { "empty body".into() } else { text },
+        url: url.to_owned(),
+    }
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8], url: &str) -> Result<T, ApiError> {
@@ -601,10 +623,11 @@ mod tests {
 
     #[test]
     fn job_events_stream_until_final() {
-        let events: String = [status(JobState::Running, 0.5), status(JobState::Done, 1.0), status(JobState::Running, 0.1)]
-            .iter()
-            .map(|s| format!("data: {}\n\n", serde_json::to_string(s).unwrap()))
-            .collect();
+        let events: String =
+            [status(JobState::Running, 0.5), status(JobState::Done, 1.0), status(JobState::Running, 0.1)]
+                .iter()
+                .map(|s| format!("data: {}\n\n", serde_json::to_string(s).unwrap()))
+                .collect();
         let (url, heads) = server(vec![(200, "text/event-stream", events.into_bytes())]);
         let api = Api::new(&url, None).unwrap();
         let got: Vec<_> = rt().block_on(api.job_progress("j1").collect::<Vec<_>>());

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use aevis_shared::graph::LayerGraph;
 use aevis_shared::protocol::{
-    AdversarialSpec, CandidateList, ContributionResult, CreateSession, DaemonInfo, ImagePage, ImageRef, JobCreated, JobState,
-    JobStatus, LayerDetail, NeuronDetail, SessionCreated, SessionResult, SessionSummary,
+    AdversarialSpec, CandidateList, ContributionResult, CreateSession, DaemonInfo, ImagePage, ImageRef, JobCreated,
+    JobState, JobStatus, LayerDetail, NeuronDetail, SessionCreated, SessionResult, SessionSummary,
 };
 use iced::task::Handle;
 use iced::widget::{button, column, container, progress_bar, row, text};
@@ -84,17 +84,17 @@ pub enum Message {
     /// Uploads could not be read.
     UploadFailed(String),
     /// A session request with its uploads read.
-    StartPrepared(CreateSession),
+    StartPrepared(Box<CreateSession>),
     /// Progress of the watched job.
     JobUpdate(Result<JobStatus, ApiError>),
     /// A session result arrived, with its graph.
-    SessionLoaded(Result<(SessionResult, LayerGraph), ApiError>),
+    SessionLoaded(Box<Result<(SessionResult, LayerGraph), ApiError>>),
     /// A layer's detail arrived.
-    Layer(Result<LayerDetail, ApiError>),
+    Layer(Box<Result<LayerDetail, ApiError>>),
     /// A feature map's detail arrived.
-    Neuron(Result<NeuronDetail, ApiError>),
+    Neuron(Box<Result<NeuronDetail, ApiError>>),
     /// A contribution arrived.
-    Contribution(Result<ContributionResult, ApiError>),
+    Contribution(Box<Result<ContributionResult, ApiError>>),
     /// The export finished.
     Exported(Result<Vec<PathBuf>, String>),
 }
@@ -219,7 +219,7 @@ impl App {
                     let g = api.graph(&s.request.model).await?;
                     Ok((s, g))
                 },
-                Message::SessionLoaded,
+                |r| Message::SessionLoaded(Box::new(r)),
             )
         })
     }
@@ -243,7 +243,10 @@ impl App {
                 })
             }
             home::Action::LoadImages { model, split, offset, class } => self.with_api(|api| {
-                Task::perform(async move { api.images(&model, &split, offset, home::PAGE, class).await }, Message::Images)
+                Task::perform(
+                    async move { api.images(&model, &split, offset, home::PAGE, class).await },
+                    Message::Images,
+                )
             }),
             home::Action::FindCandidates(model, req) => self.with_api(|api| {
                 let m = model.clone();
@@ -257,7 +260,9 @@ impl App {
             home::Action::Start(req) => self.start_session(req),
             home::Action::StartUpload { request, source, adversarial } => Task::perform(
                 async move {
-                    let read = |p: PathBuf| std::fs::read(&p).map_err(|e| format!("cannot read the image file ({e}): {}", p.display()));
+                    let read = |p: PathBuf| {
+                        std::fs::read(&p).map_err(|e| format!("cannot read the image file ({e}): {}", p.display()))
+                    };
                     let (s, a) = (read(source)?, read(adversarial)?);
                     Ok::<CreateSession, String>(CreateSession {
                         source: ImageRef::Upload { bytes: s },
@@ -266,7 +271,7 @@ impl App {
                     })
                 },
                 |r| match r {
-                    Ok(req) => Message::StartPrepared(req),
+                    Ok(req) => Message::StartPrepared(Box::new(req)),
                     Err(e) => Message::UploadFailed(e),
                 },
             ),
@@ -275,9 +280,7 @@ impl App {
     }
 
     fn start_session(&mut self, req: CreateSession) -> Task<Message> {
-        self.with_api(|api| {
-            Task::perform(async move { api.create_session(&req).await }, Message::SessionCreated)
-        })
+        self.with_api(|api| Task::perform(async move { api.create_session(&req).await }, Message::SessionCreated))
     }
 
     fn session_action(&mut self, action: session::Action) -> Task<Message> {
@@ -287,15 +290,14 @@ impl App {
         };
         match action {
             session::Action::None => Task::none(),
-            session::Action::LoadLayer(l) => {
-                self.with_api(|api| Task::perform(async move { api.layer(&id, l).await }, Message::Layer))
-            }
-            session::Action::LoadNeuron { layer, channel } => {
-                self.with_api(|api| Task::perform(async move { api.neuron(&id, layer, channel).await }, Message::Neuron))
-            }
-            session::Action::Contribution(req) => {
-                self.with_api(|api| Task::perform(async move { api.contribution(&id, &req).await }, Message::Contribution))
-            }
+            session::Action::LoadLayer(l) => self
+                .with_api(|api| Task::perform(async move { api.layer(&id, l).await }, |r| Message::Layer(Box::new(r)))),
+            session::Action::LoadNeuron { layer, channel } => self.with_api(|api| {
+                Task::perform(async move { api.neuron(&id, layer, channel).await }, |r| Message::Neuron(Box::new(r)))
+            }),
+            session::Action::Contribution(req) => self.with_api(|api| {
+                Task::perform(async move { api.contribution(&id, &req).await }, |r| Message::Contribution(Box::new(r)))
+            }),
             session::Action::Export => {
                 let Screen::Session(s) = &self.screen else { return Task::none() };
                 let session = s.session.clone();
@@ -384,7 +386,8 @@ impl App {
                 let home = home::Home::new(info);
                 let model = home.model.clone();
                 self.screen = Screen::Home(Box::new(home));
-                let sessions = self.with_api(|api| Task::perform(async move { api.sessions().await }, Message::Sessions));
+                let sessions =
+                    self.with_api(|api| Task::perform(async move { api.sessions().await }, Message::Sessions));
                 let load = model.map_or(Task::none(), |m| self.home_action(home::Action::LoadModel(m)));
                 Task::batch([sessions, load])
             }
@@ -405,7 +408,10 @@ impl App {
                 if let Some(h) = self.job.take().and_then(|j| j.handle) {
                     h.abort();
                 }
-                let (url, token) = self.api.as_ref().map_or((String::new(), None), |a| (a.base().to_owned(), a.token().map(str::to_owned)));
+                let (url, token) = self
+                    .api
+                    .as_ref()
+                    .map_or((String::new(), None), |a| (a.base().to_owned(), a.token().map(str::to_owned)));
                 self.api = None;
                 self.lost = None;
                 self.screen = Screen::Connect(connect::Connect::new(url, token));
@@ -485,7 +491,7 @@ impl App {
                     Task::none()
                 }
             },
-            Message::StartPrepared(req) => self.start_session(req),
+            Message::StartPrepared(req) => self.start_session(*req),
             Message::UploadFailed(e) => {
                 self.notice = Some(e);
                 Task::none()
@@ -520,7 +526,8 @@ impl App {
                         Task::none()
                     }
                     (_, _) => {
-                        self.notice = Some(format!("the job failed: {}", error.unwrap_or_else(|| "no reason given".into())));
+                        self.notice =
+                            Some(format!("the job failed: {}", error.unwrap_or_else(|| "no reason given".into())));
                         Task::none()
                     }
                 }
@@ -528,14 +535,12 @@ impl App {
             Message::CancelJob => match &self.job {
                 Some(job) => {
                     let id = job.id.clone();
-                    self.with_api(|api| {
-                        Task::perform(async move { api.cancel_job(&id).await }, Message::JobUpdate)
-                    })
+                    self.with_api(|api| Task::perform(async move { api.cancel_job(&id).await }, Message::JobUpdate))
                 }
                 None => Task::none(),
             },
             Message::SessionLoaded(r) => {
-                match r {
+                match *r {
                     Ok((s, g)) => {
                         self.graph = Some(g.clone());
                         let classes = self.classes();
@@ -546,7 +551,7 @@ impl App {
                 Task::none()
             }
             Message::Layer(r) => {
-                match (r, &mut self.screen) {
+                match (*r, &mut self.screen) {
                     (Ok(d), Screen::Session(s)) => s.set_layer(d),
                     (Ok(_), _) => {}
                     (Err(e), _) => self.fail(&e),
@@ -554,14 +559,14 @@ impl App {
                 Task::none()
             }
             Message::Neuron(r) => {
-                match (r, &mut self.screen) {
+                match (*r, &mut self.screen) {
                     (Ok(d), Screen::Session(s)) => s.set_neuron(d),
                     (Ok(_), _) => {}
                     (Err(e), _) => self.fail(&e),
                 }
                 Task::none()
             }
-            Message::Contribution(r) => match (r, &mut self.screen) {
+            Message::Contribution(r) => match (*r, &mut self.screen) {
                 (Ok(c), Screen::Session(s)) => match s.set_contribution(c) {
                     Some(layer) => self.session_action(session::Action::LoadLayer(layer)),
                     None => Task::none(),

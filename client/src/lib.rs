@@ -15,14 +15,14 @@
 //! ```
 
 pub mod api;
+pub mod app;
+pub mod config;
 pub mod export;
 pub mod sample;
 pub mod scene;
+pub mod screen;
 pub mod theme;
 pub mod view;
-pub mod app;
-pub mod config;
-pub mod screen;
 
 /// Why the GUI could not start.
 #[derive(Debug, thiserror::Error)]

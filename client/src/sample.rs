@@ -6,9 +6,9 @@ use std::io::Cursor;
 use aevis_shared::datapath::{Datapath, DistanceForm, TripletAnalysis};
 use aevis_shared::graph::{GatedLayer, LayerGraph};
 use aevis_shared::protocol::{
-    AdversarialSpec, AttackParams, CandidateList, Candidate, ContributionRequest, ContributionResult, ContributionTarget,
-    CreateSession, DaemonInfo, ExtractParams, ExtractedPath, Faithfulness, ImageEntry, ImagePage, ImageRef, LayerDetail,
-    ModelInfo, NeuronDetail, Patch, Region, SessionImage, SessionResult,
+    AdversarialSpec, AttackParams, Candidate, CandidateList, ContributionRequest, ContributionResult,
+    ContributionTarget, CreateSession, DaemonInfo, ExtractParams, ExtractedPath, Faithfulness, ImageEntry, ImagePage,
+    ImageRef, LayerDetail, ModelInfo, NeuronDetail, Patch, Region, SessionImage, SessionResult,
 };
 use aevis_shared::sets::SetRegions;
 
@@ -17,7 +17,9 @@ pub const CHANNELS: usize = 8;
 
 /// Class names of the toy model.
 pub fn classes() -> Vec<String> {
-    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"].map(String::from).to_vec()
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+        .map(String::from)
+        .to_vec()
 }
 
 /// A stem and two stages of two residual blocks of two gated layers each.
@@ -65,7 +67,13 @@ pub fn png(w: u32, h: u32, seed: u8) -> Vec<u8> {
 fn path(gates: Vec<Vec<f32>>, origin: &str, predicted: usize, seed: u8) -> ExtractedPath {
     let n = gates.len();
     ExtractedPath {
-        image: SessionImage { origin: origin.into(), label: Some(predicted), predicted, confidence: 0.9, png: png(8, 8, seed) },
+        image: SessionImage {
+            origin: origin.into(),
+            label: Some(predicted),
+            predicted,
+            confidence: 0.9,
+            png: png(8, 8, seed),
+        },
         datapath: Datapath { gates },
         faithfulness: Faithfulness {
             binarised_keeps_top1: true,
@@ -79,17 +87,19 @@ fn path(gates: Vec<Vec<f32>>, origin: &str, predicted: usize, seed: u8) -> Extra
 }
 
 /// Gates that drift from the source towards the target over depth.
-fn datapaths() -> (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
+fn datapaths() -> [Vec<Vec<f32>>; 3] {
     let layers = graph().layers.len();
-    let src: Vec<Vec<f32>> = (0..layers).map(|_| (0..CHANNELS).map(|c| if c < 4 { 1.0 } else { 0.0 }).collect()).collect();
-    let tgt: Vec<Vec<f32>> = (0..layers).map(|_| (0..CHANNELS).map(|c| if c >= 3 && c < 7 { 1.0 } else { 0.0 }).collect()).collect();
+    let src: Vec<Vec<f32>> =
+        (0..layers).map(|_| (0..CHANNELS).map(|c| if c < 4 { 1.0 } else { 0.0 }).collect()).collect();
+    let tgt: Vec<Vec<f32>> =
+        (0..layers).map(|_| (0..CHANNELS).map(|c| if (3..7).contains(&c) { 1.0 } else { 0.0 }).collect()).collect();
     let adv: Vec<Vec<f32>> = (0..layers)
         .map(|l| {
             let t = l as f32 / (layers - 1) as f32;
             src[l].iter().zip(&tgt[l]).map(|(s, g)| s + (g - s) * t).collect()
         })
         .collect();
-    (src, adv, tgt)
+    [src, adv, tgt]
 }
 
 /// Model info of the toy model.
@@ -146,7 +156,7 @@ pub fn candidates() -> CandidateList {
 
 /// The session: source "cat" fooled into "dog".
 pub fn session() -> SessionResult {
-    let (src, adv, tgt) = datapaths();
+    let [src, adv, tgt] = datapaths();
     let a = |v: &Vec<Vec<f32>>| Datapath { gates: v.clone() };
     let analysis = TripletAnalysis::new(&a(&adv), &a(&src), &a(&tgt), DistanceForm::L2, 3);
     SessionResult {
@@ -205,7 +215,9 @@ pub fn neuron_detail(layer: usize, channel: usize) -> NeuronDetail {
         width: 8,
         maps: [blob(1.0), blob(2.0), blob(1.5)],
         scale: (0.0, 2.0),
-        learned: (0..3).map(|k| Patch { image: k, activation: 3.0 - k as f32, rect: [0, 0, 4, 4], png: png(4, 4, k as u8) }).collect(),
+        learned: (0..3)
+            .map(|k| Patch { image: k, activation: 3.0 - k as f32, rect: [0, 0, 4, 4], png: png(4, 4, k as u8) })
+            .collect(),
     }
 }
 

@@ -93,7 +93,10 @@ fn river_snapshot() {
     let v = session::SessionView::new(sample::session(), sample::graph(), sample::classes());
     let mut ui = iced_test::Simulator::with_size(Default::default(), (1100.0, 760.0), v.view());
     let snapshot = ui.snapshot(&Theme::Light).unwrap();
-    assert!(snapshot.matches_image("tests/snapshots/river").unwrap(), "the river screen changed; delete the snapshot to accept");
+    assert!(
+        snapshot.matches_image("tests/snapshots/river").unwrap(),
+        "the river screen changed; delete the snapshot to accept"
+    );
 }
 
 #[test]
@@ -119,13 +122,13 @@ fn app_flow_from_connect_to_session() {
     }
     let _ = app.update(Message::JobUpdate(Ok(job(JobState::Done, 1.0))));
     assert!(app.job.is_none());
-    let _ = app.update(Message::SessionLoaded(Ok((sample::session(), sample::graph()))));
+    let _ = app.update(Message::SessionLoaded(Box::new(Ok((sample::session(), sample::graph())))));
     let Screen::Session(s) = &app.screen else { panic!("expected the session screen") };
     assert_eq!(s.classes, sample::classes());
     assert_eq!(app.title(), "aevis — s-toy");
 
     // A lost daemon shows the reconnect bar; the screen stays.
-    let _ = app.update(Message::Layer(Err(unreachable())));
+    let _ = app.update(Message::Layer(Box::new(Err(unreachable()))));
     assert!(app.lost.as_deref().unwrap().starts_with("cannot reach the daemon"));
     {
         let mut ui = simulator(app.view());

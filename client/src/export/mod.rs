@@ -15,7 +15,9 @@ use std::sync::{Arc, OnceLock};
 
 use aevis_shared::graph::LayerGraph;
 use aevis_shared::layout::river::Collapse;
-use aevis_shared::protocol::{ContributionResult, ContributionTarget, LayerDetail, NeuronDetail, Region, SessionResult};
+use aevis_shared::protocol::{
+    ContributionResult, ContributionTarget, LayerDetail, NeuronDetail, Region, SessionResult,
+};
 use resvg::{tiny_skia, usvg};
 
 use crate::scene::{FONT_FAMILY, Scene};
@@ -141,7 +143,8 @@ pub fn export(input: &ExportInput<'_>, out_dir: &Path, scale: f32) -> Result<Vec
         files.extend(write_scene(&scene, "layer", out_dir, scale)?);
     }
     if let Some(detail) = input.neuron {
-        let name = input.graph.layers.get(detail.layer).map_or_else(|| format!("layer {}", detail.layer), |l| l.name.clone());
+        let name =
+            input.graph.layers.get(detail.layer).map_or_else(|| format!("layer {}", detail.layer), |l| l.name.clone());
         let scene = neuron::scene(detail, &name, Some(input.session), input.classes, input.region);
         files.extend(write_scene(&scene, "neuron", out_dir, scale)?);
     }
@@ -216,7 +219,10 @@ mod tests {
         let contribution = sample::contribution(6, 2, 4);
         let files = render_all(&session, &graph, &layer, &neuron, Some(&contribution), &out, 2.0).unwrap();
         let names: Vec<String> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
-        assert_eq!(names, ["river.svg", "river.png", "layer.svg", "layer.png", "neuron.svg", "neuron.png", "session.json"]);
+        assert_eq!(
+            names,
+            ["river.svg", "river.png", "layer.svg", "layer.png", "neuron.svg", "neuron.png", "session.json"]
+        );
         for view in ["river", "layer", "neuron"] {
             let svg = std::fs::read_to_string(out.join(format!("{view}.svg"))).unwrap();
             let tree = parse_svg(&svg).unwrap_or_else(|e| panic!("{view}.svg does not parse: {e}"));
@@ -225,7 +231,10 @@ mod tests {
             assert_eq!(png_size(&png), ((w * 2.0).ceil() as u32, (h * 2.0).ceil() as u32), "{view}");
         }
         let (river_scene, _) = river::scene(&session, &graph, &Collapse::none(), &[]);
-        assert_eq!(png_size(&std::fs::read(out.join("river.png")).unwrap()), ((river_scene.width * 2.0) as u32, (river_scene.height * 2.0) as u32));
+        assert_eq!(
+            png_size(&std::fs::read(out.join("river.png")).unwrap()),
+            ((river_scene.width * 2.0) as u32, (river_scene.height * 2.0) as u32)
+        );
         // The contribution was for layer 4: the layer view is dotted, the neuron view shows the region.
         let layer_svg = std::fs::read_to_string(out.join("layer.svg")).unwrap();
         assert!(layer_svg.contains("url(#dots"), "contribution drawn dotted");
@@ -241,7 +250,14 @@ mod tests {
     fn text_renders_with_the_bundled_font() {
         // A black word on white: some pixels must turn dark, which needs a font.
         let mut s = Scene::new(120.0, 40.0, Rgb::new(1.0, 1.0, 1.0));
-        s.push(Prim::Text { x: 4.0, y: 30.0, text: "datapath".into(), size: 24.0, colour: Rgb::new(0.0, 0.0, 0.0), anchor: Anchor::Start });
+        s.push(Prim::Text {
+            x: 4.0,
+            y: 30.0,
+            text: "datapath".into(),
+            size: 24.0,
+            colour: Rgb::new(0.0, 0.0, 0.0),
+            anchor: Anchor::Start,
+        });
         let png = svg_to_png(&s.to_svg(), 1.0, "test").unwrap();
         let img = image::load_from_memory(&png).unwrap().to_rgba8();
         let dark = img.pixels().filter(|p| p.0[0] < 100).count();

@@ -78,7 +78,10 @@ impl Connect {
             text("aevis").size(theme::TITLE * 1.5),
             text("Connect to an aevis daemon").size(theme::TEXT_SIZE),
             text_input("http://127.0.0.1:7878", &self.url).on_input(Message::Url).on_submit(Message::Submit),
-            text_input("token (optional)", &self.token).secure(true).on_input(Message::Token).on_submit(Message::Submit),
+            text_input("token (optional)", &self.token)
+                .secure(true)
+                .on_input(Message::Token)
+                .on_submit(Message::Submit),
             connect,
         ]
         .spacing(theme::SPACING)

@@ -5,8 +5,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 use aevis_shared::protocol::{
-    AdversarialSpec, AttackParams, Candidate, CandidateList, CandidatesRequest, CreateSession, DaemonInfo, ExtractParams,
-    ImagePage, ImageRef, ModelInfo, SessionSummary,
+    AdversarialSpec, AttackParams, Candidate, CandidateList, CandidatesRequest, CreateSession, DaemonInfo,
+    ExtractParams, ImagePage, ImageRef, ModelInfo, SessionSummary,
 };
 use iced::widget::{button, column, container, pick_list, radio, row, scrollable, space, text, text_input};
 use iced::{Element, Length};
@@ -225,9 +225,12 @@ impl Home {
 
     fn load_page(&self) -> Action {
         match &self.model {
-            Some(model) => {
-                Action::LoadImages { model: model.clone(), split: self.split.clone(), offset: self.offset, class: self.class }
-            }
+            Some(model) => Action::LoadImages {
+                model: model.clone(),
+                split: self.split.clone(),
+                offset: self.offset,
+                class: self.class,
+            },
             None => Action::None,
         }
     }
@@ -245,7 +248,9 @@ impl Home {
         match self.sort {
             Sort::ScoreDesc => v.sort_by(|a, b| b.score.total_cmp(&a.score)),
             Sort::ScoreAsc => v.sort_by(|a, b| a.score.total_cmp(&b.score)),
-            Sort::Class => v.sort_by(|a, b| a.adversarial_class.cmp(&b.adversarial_class).then(b.score.total_cmp(&a.score))),
+            Sort::Class => {
+                v.sort_by(|a, b| a.adversarial_class.cmp(&b.adversarial_class).then(b.score.total_cmp(&a.score)))
+            }
         }
         v
     }
@@ -413,7 +418,8 @@ impl Home {
             )))
             .size(theme::SMALL),
             space().width(Length::Fill),
-            text(format!("daemon {} · {} · {}", self.info.version, self.info.backend, self.info.device)).size(theme::SMALL),
+            text(format!("daemon {} · {} · {}", self.info.version, self.info.backend, self.info.device))
+                .size(theme::SMALL),
         ]
         .spacing(theme::SPACING)
         .align_y(iced::Alignment::Center);
@@ -617,6 +623,9 @@ mod tests {
             h.update(Message::NextPage),
             Action::LoadImages { model: "toy-resnet".into(), split: "test".into(), offset: 20, class: None }
         );
-        assert!(matches!(h.update(Message::Class(ClassChoice(Some(3), "3".into()))), Action::LoadImages { offset: 0, class: Some(3), .. }));
+        assert!(matches!(
+            h.update(Message::Class(ClassChoice(Some(3), "3".into()))),
+            Action::LoadImages { offset: 0, class: Some(3), .. }
+        ));
     }
 }

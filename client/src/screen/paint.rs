@@ -141,7 +141,10 @@ pub fn paint(frame: &mut Frame, scene: &Scene, fit: Fit) {
                 } else {
                     iced::widget::image::FilterMethod::Linear
                 };
-                frame.draw_image(Rectangle::new(p(*x, *y), sz(*w, *h)), canvas::Image::new(handle).filter_method(filter));
+                frame.draw_image(
+                    Rectangle::new(p(*x, *y), sz(*w, *h)),
+                    canvas::Image::new(handle).filter_method(filter),
+                );
             }
         }
     }

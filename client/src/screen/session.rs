@@ -402,8 +402,12 @@ impl SessionView {
                     "hover a layer for its distances · click a layer to open it · click a stage name or a collapsed column to fold or unfold".into()
                 });
                 column![
-                    row![text(info).size(theme::SMALL), space().width(Length::Fill), button(text("Fold to fit")).on_press(Message::AutoCollapse)]
-                        .spacing(theme::SPACING),
+                    row![
+                        text(info).size(theme::SMALL),
+                        space().width(Length::Fill),
+                        button(text("Fold to fit")).on_press(Message::AutoCollapse)
+                    ]
+                    .spacing(theme::SPACING),
                     scrollable(
                         canvas_widget(RiverCanvas { view: self })
                             .width(Length::Fixed(self.river.0.width))
@@ -421,8 +425,12 @@ impl SessionView {
                         row![
                             text("fill"),
                             pick_list(choices, Some(FillChoice(self.fill)), Message::Fill),
-                            text(self.cell_hover.clone().unwrap_or_else(|| "click a feature map to see its activation maps".into()))
-                                .size(theme::SMALL),
+                            text(
+                                self.cell_hover
+                                    .clone()
+                                    .unwrap_or_else(|| "click a feature map to see its activation maps".into())
+                            )
+                            .size(theme::SMALL),
                         ]
                         .spacing(theme::SPACING)
                         .align_y(iced::Alignment::Center),
@@ -442,7 +450,8 @@ impl SessionView {
                     let mut controls = row![
                         text("drag over a map to select neurons · earlier layer"),
                         pick_list(choices, current, Message::Earlier),
-                        button(text("Contribution to selection")).on_press_maybe(self.earlier.map(|_| Message::Contribute)),
+                        button(text("Contribution to selection"))
+                            .on_press_maybe(self.earlier.map(|_| Message::Contribute)),
                         button(text("Contribution to prediction")).on_press(Message::ContributeToPrediction),
                     ]
                     .spacing(theme::SPACING)
@@ -465,12 +474,7 @@ impl SessionView {
         let status = match (&self.loading, &self.status) {
             (Some(l), _) => format!("loading {l}…"),
             (None, Some(s)) => s.clone(),
-            (None, None) => format!(
-                "session {} · {} targets · extracted in {:.1} s",
-                s.id,
-                s.targets.len(),
-                s.seconds
-            ),
+            (None, None) => format!("session {} · {} targets · extracted in {:.1} s", s.id, s.targets.len(), s.seconds),
         };
         container(column![bar, body, text(status).size(theme::SMALL)].spacing(theme::SPACING))
             .padding(theme::PADDING)
@@ -492,7 +496,13 @@ struct RiverState {
 impl canvas::Program<Message> for RiverCanvas<'_> {
     type State = RiverState;
 
-    fn update(&self, state: &mut RiverState, event: &Event, bounds: Rectangle, cursor: mouse::Cursor) -> Option<canvas::Action<Message>> {
+    fn update(
+        &self,
+        state: &mut RiverState,
+        event: &Event,
+        bounds: Rectangle,
+        cursor: mouse::Cursor,
+    ) -> Option<canvas::Action<Message>> {
         let frame = &self.view.river.1;
         let pos = cursor.position_in(bounds);
         match event {
@@ -512,7 +522,14 @@ impl canvas::Program<Message> for RiverCanvas<'_> {
         }
     }
 
-    fn draw(&self, state: &RiverState, renderer: &Renderer, _theme: &Theme, bounds: Rectangle, _cursor: mouse::Cursor) -> Vec<Geometry> {
+    fn draw(
+        &self,
+        state: &RiverState,
+        renderer: &Renderer,
+        _theme: &Theme,
+        bounds: Rectangle,
+        _cursor: mouse::Cursor,
+    ) -> Vec<Geometry> {
         let scene = &self.view.river.0;
         let fit = Fit { scale: 1.0, offset: iced::Vector::new(0.0, 0.0) };
         let base = self.view.river_cache.draw(renderer, bounds.size(), |frame| paint(frame, scene, fit));
@@ -574,7 +591,13 @@ pub fn region_between(a: (usize, usize, usize), b: (usize, usize, usize)) -> Reg
 impl canvas::Program<Message> for SceneCanvas<'_> {
     type State = DragState;
 
-    fn update(&self, state: &mut DragState, event: &Event, bounds: Rectangle, cursor: mouse::Cursor) -> Option<canvas::Action<Message>> {
+    fn update(
+        &self,
+        state: &mut DragState,
+        event: &Event,
+        bounds: Rectangle,
+        cursor: mouse::Cursor,
+    ) -> Option<canvas::Action<Message>> {
         let fit = Fit::new(self.scene.width, self.scene.height, bounds.size());
         let pos = cursor.position_in(bounds).map(|p| fit.to_scene(p));
         match (&self.kind, event) {
@@ -611,12 +634,21 @@ impl canvas::Program<Message> for SceneCanvas<'_> {
         }
     }
 
-    fn draw(&self, state: &DragState, renderer: &Renderer, _theme: &Theme, bounds: Rectangle, _cursor: mouse::Cursor) -> Vec<Geometry> {
+    fn draw(
+        &self,
+        state: &DragState,
+        renderer: &Renderer,
+        _theme: &Theme,
+        bounds: Rectangle,
+        _cursor: mouse::Cursor,
+    ) -> Vec<Geometry> {
         let fit = Fit::new(self.scene.width, self.scene.height, bounds.size());
         let base = self.cache.draw(renderer, bounds.size(), |frame| paint(frame, self.scene, fit));
         let mut geometries = vec![base];
-        if let (CanvasKind::Neuron(v), Some(a), Some(b)) = (&self.kind, state.start, state.end) {
-            if let Some(n) = &v.neuron {
+        if let (CanvasKind::Neuron(v), Some(a), Some(b)) = (&self.kind, state.start, state.end)
+            && let Some(n) = &v.neuron
+        {
+            {
                 let r = region_between(a, b);
                 let (mx, my, mw, mh) = view::neuron::map_rects(n)[a.0];
                 let (kx, ky) = (mw / n.width.max(1) as f32, mh / n.height.max(1) as f32);
@@ -674,7 +706,10 @@ mod tests {
         let (cx, cy) = cell.rect.centre();
         v.update(Message::HoverCell(Some((cx, cy))));
         assert!(v.cell_hover.as_deref().unwrap().starts_with(&format!("channel {}", cell.channel)));
-        assert_eq!(v.update(Message::OpenChannel(cell.channel)), Action::LoadNeuron { layer: 4, channel: cell.channel });
+        assert_eq!(
+            v.update(Message::OpenChannel(cell.channel)),
+            Action::LoadNeuron { layer: 4, channel: cell.channel }
+        );
         v.set_neuron(sample::neuron_detail(4, cell.channel));
         assert_eq!(v.tab, Tab::Neuron);
         let r = region_between((1, 4, 5), (1, 2, 1));
@@ -702,7 +737,9 @@ mod tests {
     #[test]
     fn prediction_contribution_defaults_to_last_layer() {
         let mut v = view();
-        let Action::Contribution(req) = v.update(Message::ContributeToPrediction) else { panic!("expected a contribution") };
+        let Action::Contribution(req) = v.update(Message::ContributeToPrediction) else {
+            panic!("expected a contribution")
+        };
         assert_eq!((req.earlier, req.target), (8, ContributionTarget::Prediction));
         assert_eq!(v.update(Message::Export), Action::Export);
         assert_eq!(v.update(Message::Back), Action::Back);

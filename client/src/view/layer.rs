@@ -41,7 +41,9 @@ impl Fill {
                 theme::role_name(*a),
                 theme::role_name(*b)
             ),
-            Fill::Contribution { role } => format!("dotted fill: contribution to the selected neurons ({})", theme::role_name(*role)),
+            Fill::Contribution { role } => {
+                format!("dotted fill: contribution to the selected neurons ({})", theme::role_name(*role))
+            }
         }
     }
 }
@@ -84,7 +86,8 @@ pub fn scene(detail: &LayerDetail, fill: Fill, contribution: Option<&Contributio
         .iter()
         .map(|c| match (fill, contribution) {
             (Fill::Activation { a, b }, _) => {
-                value(&detail.max_activation[a.index()], c.channel) - value(&detail.max_activation[b.index()], c.channel)
+                value(&detail.max_activation[a.index()], c.channel)
+                    - value(&detail.max_activation[b.index()], c.channel)
             }
             (Fill::Contribution { role }, Some(r)) => value(&r.contributions[role.index()], c.channel),
             (Fill::Contribution { .. }, None) => 0.0,
@@ -94,7 +97,14 @@ pub fn scene(detail: &LayerDetail, fill: Fill, contribution: Option<&Contributio
 
     let mut s = Scene::new(WIDTH, HEIGHT, theme::BACKGROUND);
     let sizes: Vec<usize> = (0..3).map(|i| detail.regions.set_size(i)).collect();
-    s.text(16.0, 24.0, format!("layer {} (#{}) — critical feature maps", detail.name, detail.layer), theme::TITLE, theme::TEXT, Anchor::Start);
+    s.text(
+        16.0,
+        24.0,
+        format!("layer {} (#{}) — critical feature maps", detail.name, detail.layer),
+        theme::TITLE,
+        theme::TEXT,
+        Anchor::Start,
+    );
     s.text(
         16.0,
         44.0,
@@ -124,7 +134,14 @@ pub fn scene(detail: &LayerDetail, fill: Fill, contribution: Option<&Contributio
     }
     for (cell, v) in map.cells.iter().zip(&values) {
         let r = cell.rect.inset(0.5);
-        s.push(Prim::Rect { x: r.x, y: r.y, w: r.w, h: r.h, fill: Some((theme::BAND_ALT, 1.0)), stroke: Some(Stroke::solid(theme::RULE, 0.5)) });
+        s.push(Prim::Rect {
+            x: r.x,
+            y: r.y,
+            w: r.w,
+            h: r.h,
+            fill: Some((theme::BAND_ALT, 1.0)),
+            stroke: Some(Stroke::solid(theme::RULE, 0.5)),
+        });
         let t = symmetric(*v, max_abs);
         let fh = r.h * t.abs();
         if fh > 0.0 {
@@ -153,12 +170,26 @@ pub fn scene(detail: &LayerDetail, fill: Fill, contribution: Option<&Contributio
     }
     for b in &map.regions {
         let r = b.rect;
-        s.push(Prim::Rect { x: r.x, y: r.y, w: r.w, h: r.h, fill: None, stroke: Some(Stroke::solid(theme::TEXT, 1.2)) });
+        s.push(Prim::Rect {
+            x: r.x,
+            y: r.y,
+            w: r.w,
+            h: r.h,
+            fill: None,
+            stroke: Some(Stroke::solid(theme::TEXT, 1.2)),
+        });
     }
     for role in Role::ALL {
         let r = map.sets[role.index()];
         if r.area() > 0.0 {
-            s.push(Prim::Rect { x: r.x, y: r.y, w: r.w, h: r.h, fill: None, stroke: Some(Stroke::solid(theme::role(role), 3.0)) });
+            s.push(Prim::Rect {
+                x: r.x,
+                y: r.y,
+                w: r.w,
+                h: r.h,
+                fill: None,
+                stroke: Some(Stroke::solid(theme::role(role), 3.0)),
+            });
         }
     }
     for b in &map.regions {
@@ -183,8 +214,22 @@ pub fn scene(detail: &LayerDetail, fill: Fill, contribution: Option<&Contributio
     s.text(lx, y, "sets", theme::TEXT_SIZE, theme::TEXT, Anchor::Start);
     for role in Role::ALL {
         y += 18.0;
-        s.push(Prim::Rect { x: lx, y: y - 9.0, w: 14.0, h: 10.0, fill: None, stroke: Some(Stroke::solid(theme::role(role), 3.0)) });
-        s.text(lx + 20.0, y, format!("{} {}", theme::SET_NAMES[role.index()], theme::role_name(role)), theme::SMALL, theme::TEXT, Anchor::Start);
+        s.push(Prim::Rect {
+            x: lx,
+            y: y - 9.0,
+            w: 14.0,
+            h: 10.0,
+            fill: None,
+            stroke: Some(Stroke::solid(theme::role(role), 3.0)),
+        });
+        s.text(
+            lx + 20.0,
+            y,
+            format!("{} {}", theme::SET_NAMES[role.index()], theme::role_name(role)),
+            theme::SMALL,
+            theme::TEXT,
+            Anchor::Start,
+        );
     }
     y += 28.0;
     match fill {
@@ -202,7 +247,14 @@ pub fn scene(detail: &LayerDetail, fill: Fill, contribution: Option<&Contributio
         }
         Fill::Contribution { role } => {
             s.push(Prim::Dots { x: lx, y: y - 9.0, w: 24.0, h: 12.0, colour: theme::role(role), spacing: 4.0 });
-            s.text(lx + 30.0, y, format!("contribution, full = {max_abs:.3}"), theme::SMALL, theme::TEXT, Anchor::Start);
+            s.text(
+                lx + 30.0,
+                y,
+                format!("contribution, full = {max_abs:.3}"),
+                theme::SMALL,
+                theme::TEXT,
+                Anchor::Start,
+            );
         }
     }
     if let Some(c) = contribution {
@@ -213,7 +265,14 @@ pub fn scene(detail: &LayerDetail, fill: Fill, contribution: Option<&Contributio
             let top: Vec<String> =
                 c.top[role.index()].iter().take(5).map(|(ch, z, _)| format!("{ch}: {z:.2}")).collect();
             let line = if top.is_empty() { "—".to_owned() } else { top.join(", ") };
-            s.text(lx, y, format!("{}: {line}", theme::SET_NAMES[role.index()]), theme::SMALL, theme::role(role), Anchor::Start);
+            s.text(
+                lx,
+                y,
+                format!("{}: {line}", theme::SET_NAMES[role.index()]),
+                theme::SMALL,
+                theme::role(role),
+                Anchor::Start,
+            );
         }
     }
     (s, LayerFrame { treemap: map, values })
@@ -226,7 +285,9 @@ impl LayerFrame {
         let cell = self.treemap.cells[i];
         let acts: Vec<String> = Role::ALL
             .iter()
-            .map(|r| format!("{} {:.3}", theme::SET_NAMES[r.index()], value(&detail.max_activation[r.index()], cell.channel)))
+            .map(|r| {
+                format!("{} {:.3}", theme::SET_NAMES[r.index()], value(&detail.max_activation[r.index()], cell.channel))
+            })
             .collect();
         Some(format!(
             "channel {} in {} · max activation {} · fill {:.3}",

@@ -91,7 +91,14 @@ pub fn scene(
             }
             s.text(x + 72.0, 56.0, theme::role_name(role), theme::TEXT_SIZE, theme::role(role), Anchor::Start);
             s.text(x + 72.0, 74.0, class_name(classes, img.predicted), theme::SMALL, theme::TEXT, Anchor::Start);
-            s.text(x + 72.0, 90.0, format!("p = {:.2} · {}", img.confidence, image_caption(img)), theme::SMALL, theme::MUTED, Anchor::Start);
+            s.text(
+                x + 72.0,
+                90.0,
+                format!("p = {:.2} · {}", img.confidence, image_caption(img)),
+                theme::SMALL,
+                theme::MUTED,
+                Anchor::Start,
+            );
         } else {
             s.text(x, 74.0, theme::role_name(role), theme::TEXT_SIZE, theme::role(role), Anchor::Start);
         }
@@ -147,9 +154,23 @@ pub fn scene(
         for (k, p) in detail.learned.iter().enumerate() {
             let x = LEFT + k as f32 * 76.0;
             if !p.png.is_empty() {
-                s.push(Prim::Image { x, y: patches_top + 10.0, w: 64.0, h: 64.0, png: Arc::new(p.png.clone()), pixelated: false });
+                s.push(Prim::Image {
+                    x,
+                    y: patches_top + 10.0,
+                    w: 64.0,
+                    h: 64.0,
+                    png: Arc::new(p.png.clone()),
+                    pixelated: false,
+                });
             }
-            s.text(x, patches_top + 90.0, format!("#{} · {:.2}", p.image, p.activation), 9.0, theme::MUTED, Anchor::Start);
+            s.text(
+                x,
+                patches_top + 90.0,
+                format!("#{} · {:.2}", p.image, p.activation),
+                9.0,
+                theme::MUTED,
+                Anchor::Start,
+            );
         }
     }
     s

@@ -32,7 +32,12 @@ pub fn params() -> RiverParams {
 }
 
 /// Builds the river scene of a session.
-pub fn scene(session: &SessionResult, graph: &LayerGraph, collapse: &Collapse, classes: &[String]) -> (Scene, RiverFrame) {
+pub fn scene(
+    session: &SessionResult,
+    graph: &LayerGraph,
+    collapse: &Collapse,
+    classes: &[String],
+) -> (Scene, RiverFrame) {
     let p = params();
     let layout = river(&session.analysis, graph, collapse, &p);
     let width = layout.width.max(720.0);
@@ -48,7 +53,8 @@ pub fn scene(session: &SessionResult, graph: &LayerGraph, collapse: &Collapse, c
     let mut lx = 16.0;
     for role in Role::ALL {
         let img = &session.path(role).image;
-        let label = format!("{}: {} ({})", theme::role_name(role), class_name(classes, img.predicted), image_caption(img));
+        let label =
+            format!("{}: {} ({})", theme::role_name(role), class_name(classes, img.predicted), image_caption(img));
         s.push(Prim::Line {
             points: vec![(lx, 44.0), (lx + 22.0, 44.0)],
             stroke: Stroke::solid(theme::role(role), theme::CURVE_WIDTH),
@@ -61,7 +67,14 @@ pub fn scene(session: &SessionResult, graph: &LayerGraph, collapse: &Collapse, c
     // Stage bands, then block bands inside them.
     for (i, b) in layout.stages.iter().enumerate() {
         let fill = if i % 2 == 0 { theme::BAND } else { theme::BAND_ALT };
-        s.push(Prim::Rect { x: b.x0, y: TOP, w: b.x1 - b.x0, h: plot_bottom - TOP, fill: Some((fill, 1.0)), stroke: None });
+        s.push(Prim::Rect {
+            x: b.x0,
+            y: TOP,
+            w: b.x1 - b.x0,
+            h: plot_bottom - TOP,
+            fill: Some((fill, 1.0)),
+            stroke: None,
+        });
         let name = if b.collapsed { format!("{} +", b.name) } else { b.name.clone() };
         if b.x1 - b.x0 >= 30.0 || b.collapsed {
             s.text((b.x0 + b.x1) / 2.0, TOP + 14.0, name, theme::SMALL, theme::MUTED, Anchor::Middle);
@@ -95,9 +108,8 @@ pub fn scene(session: &SessionResult, graph: &LayerGraph, collapse: &Collapse, c
     }
 
     // Riverbed, curves, markers.
-    let pts = |i: usize| -> Vec<(f32, f32)> {
-        layout.columns.iter().map(|c| (c.x, centre_y + c.centred()[i])).collect()
-    };
+    let pts =
+        |i: usize| -> Vec<(f32, f32)> { layout.columns.iter().map(|c| (c.x, centre_y + c.centred()[i])).collect() };
     if layout.columns.len() >= 2 {
         let mut bed = pts(0);
         bed.extend(pts(2).into_iter().rev());
@@ -129,7 +141,11 @@ pub fn scene(session: &SessionResult, graph: &LayerGraph, collapse: &Collapse, c
         let points = pts(role.index());
         let colour = theme::role(role);
         if points.len() >= 2 {
-            s.push(Prim::Line { points: points.clone(), stroke: Stroke::solid(colour, theme::CURVE_WIDTH), smooth: true });
+            s.push(Prim::Line {
+                points: points.clone(),
+                stroke: Stroke::solid(colour, theme::CURVE_WIDTH),
+                smooth: true,
+            });
         }
         for (x, y) in points {
             s.push(Prim::Circle { cx: x, cy: y, r: 2.5, fill: colour, stroke: None });
@@ -138,7 +154,13 @@ pub fn scene(session: &SessionResult, graph: &LayerGraph, collapse: &Collapse, c
     for c in layout.columns.iter().filter(|c| c.diverging || c.merging) {
         let colour = if c.diverging { theme::DIVERGING } else { theme::MERGING };
         let y = centre_y + c.centred()[1];
-        s.push(Prim::Circle { cx: c.x, cy: y, r: 6.0, fill: theme::BACKGROUND, stroke: Some(Stroke::solid(colour, 2.0)) });
+        s.push(Prim::Circle {
+            cx: c.x,
+            cy: y,
+            r: 6.0,
+            fill: theme::BACKGROUND,
+            stroke: Some(Stroke::solid(colour, 2.0)),
+        });
         s.push(Prim::Circle { cx: c.x, cy: y, r: 2.5, fill: colour, stroke: None });
     }
     if layout.columns.is_empty() {
@@ -160,7 +182,14 @@ pub fn scene(session: &SessionResult, graph: &LayerGraph, collapse: &Collapse, c
     });
     for (i, (_, x0, x1)) in mini.stages.iter().enumerate() {
         if i % 2 == 1 {
-            s.push(Prim::Rect { x: mx + x0, y: my, w: x1 - x0, h: MINI_HEIGHT, fill: Some((theme::BAND, 1.0)), stroke: None });
+            s.push(Prim::Rect {
+                x: mx + x0,
+                y: my,
+                w: x1 - x0,
+                h: MINI_HEIGHT,
+                fill: Some((theme::BAND, 1.0)),
+                stroke: None,
+            });
         }
     }
     let mid = my + MINI_HEIGHT / 2.0;

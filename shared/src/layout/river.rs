@@ -356,21 +356,14 @@ fn bands(
 impl RiverLayout {
     /// The column nearest to screen `x`, if `x` is within half a gap of it.
     pub fn column_at(&self, x: f32, tolerance: f32) -> Option<usize> {
-        let (i, d) = self
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (i, (c.x - x).abs()))
-            .min_by(|a, b| a.1.total_cmp(&b.1))?;
+        let (i, d) =
+            self.columns.iter().enumerate().map(|(i, c)| (i, (c.x - x).abs())).min_by(|a, b| a.1.total_cmp(&b.1))?;
         (d <= tolerance).then_some(i)
     }
 
     /// Largest centred offset magnitude: half the riverbed height.
     pub fn half_height(&self) -> f32 {
-        self.columns
-            .iter()
-            .flat_map(|c| c.centred())
-            .fold(0.0f32, |m, o| m.max(o.abs()))
+        self.columns.iter().flat_map(|c| c.centred()).fold(0.0f32, |m, o| m.max(o.abs()))
     }
 }
 
@@ -422,11 +415,7 @@ pub fn minimap(analysis: &TripletAnalysis, graph: &LayerGraph, width: f32, heigh
 impl MiniMap {
     /// The layer under strip coordinate `x` (nearest), `None` for an empty network.
     pub fn layer_at(&self, x: f32) -> Option<usize> {
-        self.xs
-            .iter()
-            .enumerate()
-            .min_by(|a, b| (a.1 - x).abs().total_cmp(&(b.1 - x).abs()))
-            .map(|(i, _)| i)
+        self.xs.iter().enumerate().min_by(|a, b| (a.1 - x).abs().total_cmp(&(b.1 - x).abs())).map(|(i, _)| i)
     }
 }
 
@@ -512,7 +501,8 @@ pub(crate) mod tests {
     fn positions_monotone_with_gaps() {
         let g = graph();
         let a = analysis(vec![1.0; 9], vec![1.0; 9], vec![1.0; 9]);
-        let p = RiverParams { left: 10.0, column_gap: 20.0, block_gap: 5.0, stage_gap: 30.0, spread: 10.0, right: 10.0 };
+        let p =
+            RiverParams { left: 10.0, column_gap: 20.0, block_gap: 5.0, stage_gap: 30.0, spread: 10.0, right: 10.0 };
         let r = river(&a, &g, &Collapse::none(), &p);
         let xs: Vec<f32> = r.columns.iter().map(|c| c.x).collect();
         // conv1 | layer1.0 (relu, out) | layer1.1 | layer2.0 | layer2.1

@@ -190,11 +190,7 @@ fn bits(mask: usize) -> impl Iterator<Item = usize> {
 /// Eq. 6 for given set rectangles and region rectangles: Σ over shared
 /// regions of `‖centre(region) − mean(centre(sets sharing it))‖²`.
 pub fn eq6(sets: &[Rect; 3], regions: &[RegionBox]) -> f32 {
-    regions
-        .iter()
-        .filter(|r| r.mask.count_ones() >= 2 && r.count > 0)
-        .map(|r| region_term(sets, r.mask, &r.rect))
-        .sum()
+    regions.iter().filter(|r| r.mask.count_ones() >= 2 && r.count > 0).map(|r| region_term(sets, r.mask, &r.rect)).sum()
 }
 
 fn region_term(sets: &[Rect; 3], mask: usize, rect: &Rect) -> f32 {
