@@ -310,20 +310,26 @@ impl App {
                 let region = s.region;
                 let contribution = s.contribution.clone();
                 let dir = self.export_dir.join(&session.id);
+                // Rendering PNGs takes a while: keep it off the async workers.
+                let work = move || {
+                    let input = crate::export::ExportInput {
+                        session: &session,
+                        graph: &graph,
+                        classes: &classes,
+                        collapse,
+                        layer: layer.as_ref(),
+                        fill,
+                        neuron: neuron.as_ref(),
+                        region,
+                        contribution: contribution.as_ref(),
+                    };
+                    crate::export::export(&input, &dir, 2.0).map_err(|e| e.to_string())
+                };
                 Task::perform(
                     async move {
-                        let input = crate::export::ExportInput {
-                            session: &session,
-                            graph: &graph,
-                            classes: &classes,
-                            collapse,
-                            layer: layer.as_ref(),
-                            fill,
-                            neuron: neuron.as_ref(),
-                            region,
-                            contribution: contribution.as_ref(),
-                        };
-                        crate::export::export(&input, &dir, 2.0).map_err(|e| e.to_string())
+                        tokio::task::spawn_blocking(work)
+                            .await
+                            .unwrap_or_else(|e| Err(format!("the export stopped: {e}")))
                     },
                     Message::Exported,
                 )

@@ -56,7 +56,7 @@ impl Default for DaemonConfig {
         Self {
             address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 7341,
-            data_dir: PathBuf::from("shared/data"),
+            data_dir: default_data_dir(),
             registry: None,
             cache_dir: PathBuf::from("aevis-cache"),
             device: Device::Auto,
@@ -208,5 +208,17 @@ mod tests {
         assert!(e.contains("without a token"), "{e}");
         let cli = Cli::parse_from(["aevis-daemon", "--address", "0.0.0.0", "--token", "s3cret"]);
         assert_eq!(DaemonConfig::from_cli(cli).unwrap().token.as_deref(), Some("s3cret"));
+    }
+}
+
+/// `--data`, else `AEVIS_DATA`, else `../shared/data` beside the checkout.
+fn default_data_dir() -> PathBuf {
+    #[cfg(feature = "engine")]
+    {
+        aevis_models::data::default_data_dir()
+    }
+    #[cfg(not(feature = "engine"))]
+    {
+        std::env::var_os("AEVIS_DATA").map_or_else(|| PathBuf::from("../shared/data"), PathBuf::from)
     }
 }

@@ -226,6 +226,11 @@ impl Engine {
         dispatch!(self, c => c.model(&s.request.model)?.contribution(s, req, cancelled))
     }
 
+    /// Extracts the datapaths of independent images (no chain; for tuning and tests).
+    pub fn extract_images(&self, model: &str, images: &[&Image], params: &ExtractParams) -> Result<Vec<Extracted>> {
+        dispatch!(self, c => { let m = c.model(model)?; extract_batch(&m.net, ops::batch(images, m.net.device())?, &[], params, "tune", &mut |_| true) })
+    }
+
     /// The top patches of every feature map over the model's features split.
     pub fn learned_features(&self, model: &str, progress: &mut dyn FnMut(Progress) -> bool) -> Result<LearnedFeatures> {
         dispatch!(self, c => c.model(model)?.learned_features(progress))

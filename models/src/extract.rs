@@ -104,7 +104,10 @@ pub fn extract_batch<B: AutodiffBackend>(
 
     let fast = fast_extract(net, &x, &top1, &fixed_flat, params)?;
     let (best, losses, steps) = match params.method {
-        ExtractMethod::Fast => (fast, vec![f32::NAN; top1.len()], vec![0; top1.len()]),
+        ExtractMethod::Fast => {
+            let losses = eval_loss(net, &x, &p0_t, &fast, &fixed_flat, params);
+            (fast, losses, vec![0; top1.len()])
+        }
         ExtractMethod::Constrained | ExtractMethod::DgrLoss => {
             let init = if params.warm_start { fast } else { vec![vec![1.0; total]; top1.len()] };
             optimise(net, &x, &p0_t, &top1, &fixed_flat, params, init, stage, progress)?
