@@ -27,13 +27,13 @@ pub struct Args {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Common {
     /// Data folder (weights, images); default: $AEVIS_DATA or ../shared/data.
-    #[arg(long, env = "AEVIS_DATA", global = true)]
+    #[arg(long, env = "AEVIS_DATA")]
     data: Option<PathBuf>,
     /// Model registry TOML (default: the embedded one).
-    #[arg(long, global = true)]
+    #[arg(long)]
     registry: Option<PathBuf>,
     /// Compute device: auto, cpu or cuda.
-    #[arg(long, default_value = "auto", global = true)]
+    #[arg(long, default_value = "auto")]
     device: String,
 }
 
@@ -204,7 +204,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         None => run_main(args.run),
         Some(Command::Run(r)) => run_main(r),
-        Some(Command::Daemon(cli)) => {
+        Some(Command::Daemon(mut cli)) => {
+            if cli.cache_dir.is_none() && cli.config.is_none() {
+                cli.cache_dir = Some(default_cache_dir());
+            }
             let mut cfg = aevis_daemon::DaemonConfig::from_cli(cli)?;
             if !cfg.data_dir.is_dir() {
                 cfg.data_dir = default_data_dir();
