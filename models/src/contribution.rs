@@ -190,3 +190,137 @@ pub fn top_channels(z: &[f32], act: &[f32], act_ref: &[f32], k: usize) -> Vec<(u
     order.sort_by(|&a, &b| z[b].total_cmp(&z[a]).then(a.cmp(&b)));
     order.into_iter().take(k).map(|c| (c, z[c], act[c] - act_ref[c])).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+    use crate::net::{Act, Builder, Op};
+    use crate::weights::HostTensor;
+    use burn::tensor::Tensor;
+
+    fn ht(shape: &[usize], values: Vec<f32>) -> HostTensor {
+        HostTensor { shape: shape.to_vec(), values }
+    }
+
+    /// `a0 = relu(x0 + x1 + x2)`, `a1 = relu(x0)` (1×1 convs), then
+    /// `b = 2·a0 + 0.5·a1` through a 3×3 conv whose only non-zero taps are the centre.
+    fn two_layer() -> Network<Cpu> {
+        let dev = Default::default();
+        let mut b = Builder::<Cpu>::new(&dev);
+        let x = b.normalize([0.0; 3], [1.0; 3]);
+        let a = b.conv(x, (ht(&[2, 3, 1, 1], vec![1.0, 1.0, 1.0, 1.0, 0.0, 0.0]), ht(&[2], vec![0.0, 0.0])), 1, [0; 4], 1, Act::Relu);
+        b.gate(a, "a", "s", "s");
+        let mut w = vec![0.0; 2 * 9];
+        w[4] = 2.0; // channel 0, centre tap
+        w[9 + 4] = 0.5; // channel 1, centre tap
+        let bb = b.conv(a, (ht(&[1, 2, 3, 3], w), ht(&[1], vec![0.0])), 1, [1; 4], 1, Act::None);
+        b.gate(bb, "b", "s", "s");
+        let p = b.push(Op::GlobalAvgPool, &[bb]);
+        b.linear(p, (ht(&[1, 2], vec![1.0, -1.0]), ht(&[2], vec![0.0, 0.0])), Act::None);
+        b.finish("two-layer", [3, 4, 4], 2).unwrap()
+    }
+
+    /// A 4×4 image per channel; `x0` is zero in the top-left 2×2 corner.
+    fn image(scale: f32) -> Vec<f32> {
+        let mut v = vec![0.0f32; 48];
+        for i in 0..16 {
+            let (y, x) = (i / 4, i % 4);
+            v[i] = if y < 2 && x < 2 { 0.0 } else { scale * (1.0 + i as f32 / 16.0) };
+            v[16 + i] = 0.5;
+            v[32 + i] = 0.25 * scale;
+        }
+        v
+    }
+
+    fn batch(images: &[Vec<f32>]) -> Tensor<Cpu, 4> {
+        let flat: Vec<f32> = images.iter().flatten().copied().collect();
+        Tensor::from_data(TensorData::new(flat, [images.len(), 3, 4, 4]), &Default::default())
+    }
+
+    fn settings(region: Option<Region>, fast: bool, gamma: f32) -> ContributionSettings {
+        ContributionSettings {
+            target: ContributionTarget::FeatureMap { layer: 1, channel: 0, region },
+            earlier: 0,
+            fast,
+            lambda: 0.5,
+            gamma,
+            steps: 200,
+            lr: 0.05,
+        }
+    }
+
+    /// The fast-mode answer worked out by hand: `g_k = w_k Σ_R a_k`,
+    /// `a'_k = g_k² / ||f||²`, `z_k = clamp(1 − λ / (2·n·a'_k))`.
+    fn by_hand(x: &[f32], cells: &[(usize, usize)]) -> [f32; 2] {
+        let a0 = |y: usize, xx: usize| x[y * 4 + xx] + x[16 + y * 4 + xx] + x[32 + y * 4 + xx];
+        let a1 = |y: usize, xx: usize| x[y * 4 + xx];
+        let g0: f32 = cells.iter().map(|&(y, xx)| 2.0 * a0(y, xx)).sum();
+        let g1: f32 = cells.iter().map(|&(y, xx)| 0.5 * a1(y, xx)).sum();
+        let f2: f32 = cells.iter().map(|&(y, xx)| (2.0 * a0(y, xx) + 0.5 * a1(y, xx)).powi(2)).sum();
+        let z = |g: f32| if g == 0.0 { 0.0 } else { (1.0 - 0.5 / (2.0 * 2.0 * g * g / f2)).clamp(0.0, 1.0) };
+        [z(g0), z(g1)]
+    }
+
+    #[test]
+    fn contributions_equal_the_values_worked_out_by_hand() {
+        let net = two_layer();
+        let x = image(1.0);
+        let all: Vec<(usize, usize)> = (0..16).map(|i| (i / 4, i % 4)).collect();
+        let c = contribution(&net, batch(&[x.clone()]), &settings(None, true, 0.0), &|| false).unwrap();
+        let want = by_hand(&x, &all);
+        for k in 0..2 {
+            assert!((c.z[0][k] - want[k]).abs() < 1e-4, "channel {k}: {} vs {}", c.z[0][k], want[k]);
+        }
+        assert!(c.z[0][0] > c.z[0][1] && c.z[0][1] > 0.0, "{:?}", c.z[0]);
+        // SGD mode ranks the feature maps the same way.
+        let s = contribution(&net, batch(&[x]), &settings(None, false, 0.0), &|| false).unwrap();
+        assert!(s.z[0][0] > s.z[0][1], "{:?}", s.z[0]);
+    }
+
+    #[test]
+    fn a_region_restricts_to_its_receptive_field() {
+        let net = two_layer();
+        let x = image(1.0);
+        // Neuron (1,1) of the 3×3 conv reads rows and columns 0..3 of `a`.
+        let one = Region { y0: 1, y1: 2, x0: 1, x1: 2 };
+        assert_eq!(net.receptive_box(0, net.node_of(1), (1, 2, 1, 2)), Some((0, 3, 0, 3)));
+        assert_eq!(net.receptive_box(0, net.node_of(1), (3, 4, 3, 4)), Some((2, 4, 2, 4)));
+        let c = contribution(&net, batch(&[x.clone()]), &settings(Some(one), true, 0.0), &|| false).unwrap();
+        assert_eq!(c.receptive_field, Some(Region { y0: 0, y1: 3, x0: 0, x1: 3 }));
+        // Only the centre tap is non-zero, so only a(1,1) matters: x0 is 0 there, so a1 gives nothing.
+        let want = by_hand(&x, &[(1, 1)]);
+        assert!((c.z[0][0] - want[0]).abs() < 1e-4, "{} vs {}", c.z[0][0], want[0]);
+        assert_eq!(c.z[0][1], 0.0, "a feature map that is silent in the receptive field must contribute 0");
+        // The whole map does use a1.
+        let whole = contribution(&net, batch(&[x]), &settings(None, true, 0.0), &|| false).unwrap();
+        assert!(whole.z[0][1] > 0.0);
+        // A region outside the map is a clear error.
+        let bad = Region { y0: 3, y1: 9, x0: 0, x1: 1 };
+        assert!(contribution(&net, batch(&[image(1.0)]), &settings(Some(bad), true, 0.0), &|| false).is_err());
+    }
+
+    #[test]
+    fn gamma_zero_decouples_the_images() {
+        let net = two_layer();
+        let x = image(1.0);
+        for fast in [true, false] {
+            let with_a = contribution(&net, batch(&[x.clone(), image(3.0)]), &settings(None, fast, 0.0), &|| false).unwrap();
+            let with_b = contribution(&net, batch(&[x.clone(), image(0.2)]), &settings(None, fast, 0.0), &|| false).unwrap();
+            for k in 0..2 {
+                assert!((with_a.z[0][k] - with_b.z[0][k]).abs() < 1e-5, "fast={fast}: image 0 depends on image 1 at γ = 0");
+            }
+            // With γ > 0 the other image pulls.
+            let coupled_a = contribution(&net, batch(&[x.clone(), image(3.0)]), &settings(None, fast, 2.0), &|| false).unwrap();
+            let coupled_b = contribution(&net, batch(&[x.clone(), image(0.2)]), &settings(None, fast, 2.0), &|| false).unwrap();
+            let d: f32 = (0..2).map(|k| (coupled_a.z[0][k] - coupled_b.z[0][k]).abs()).sum();
+            assert!(d > 1e-4, "fast={fast}: γ > 0 did not couple the images");
+        }
+    }
+
+    #[test]
+    fn the_top_channels_are_sorted() {
+        let top = top_channels(&[0.1, 0.9, 0.5], &[1.0, 2.0, 3.0], &[1.0, 1.0, 1.0], 2);
+        assert_eq!(top, vec![(1, 0.9, 1.0), (2, 0.5, 2.0)]);
+    }
+}
