@@ -111,3 +111,24 @@ fn extraction_keeps_the_top1_repeats_and_gamma_zero_decouples() {
     let mut stop = |_p| false;
     assert!(matches!(extract_batch(&net, x1, &[], &quick(ExtractMethod::Constrained, 0.0), "t", &mut stop), Err(aevis_models::Error::Cancelled)));
 }
+
+#[test]
+fn resnet56_datapaths_are_faithful_and_sparse_with_the_shipped_lambda() {
+    // Default settings (ALGORITHMS.md: Adam, 100 steps, lr 0.1, τ = 0.5) with the registry's λ.
+    let lambda = aevis_models::registry::load(None).unwrap().into_iter().find(|m| m.id == "cifar10-resnet56").unwrap().lambda;
+    let net = cifar(56);
+    let (imgs, labels) = test_images(12);
+    let x = ops::batch::<B>(&imgs.iter().collect::<Vec<_>>(), &Default::default()).unwrap();
+    let correct: Vec<usize> = ops::rows(net.logits(x).inner()).iter().enumerate().filter(|(i, r)| ops::argmax(r) == labels[*i]).map(|(i, _)| i).take(6).collect();
+    assert_eq!(correct.len(), 6);
+    let refs: Vec<&Image> = correct.iter().map(|&i| &imgs[i]).collect();
+    let x = ops::batch::<B>(&refs, &Default::default()).unwrap();
+    let params = ExtractParams { gamma: 0.0, ..ExtractParams::default_for(lambda) };
+    let out = extract_batch(&net, x, &[], &params, "t", &mut |_| true).unwrap();
+    let kept = out.iter().filter(|e| e.faithfulness.binarised_keeps_top1).count();
+    assert!(kept as f32 >= 0.95 * out.len() as f32, "binarised datapaths keep the top-1 for only {kept}/{}", out.len());
+    for e in &out {
+        assert!(e.faithfulness.kept_overall <= 0.5, "a datapath keeps {:.1}% of the channels", 100.0 * e.faithfulness.kept_overall);
+        assert!(e.faithfulness.kept_per_layer.iter().all(|&k| k > 0.0), "a layer keeps no channel: the datapath is disconnected");
+    }
+}
