@@ -218,6 +218,6 @@ async fn run(a: &ExportArgs, url: &str) -> anyhow::Result<Vec<PathBuf>> {
     } else {
         None
     };
-    let files = aevis_client::export::render_all(&session, &graph, &detail, &neuron, contribution.as_ref(), &a.out, a.scale)?;
+    let files = aevis_client::export::render_all(&session, &graph, &model.classes, &detail, &neuron, contribution.as_ref(), &a.out, a.scale)?;
     Ok(files)
 }

@@ -5,7 +5,8 @@
 //! ```no_run
 //! # fn demo(session: &aevis_shared::protocol::SessionResult, graph: &aevis_shared::graph::LayerGraph,
 //! #         layer: &aevis_shared::protocol::LayerDetail, neuron: &aevis_shared::protocol::NeuronDetail) {
-//! let files = aevis_client::export::render_all(session, graph, layer, neuron, None, "out".as_ref(), 2.0).unwrap();
+//! let classes = ["airplane".to_string(), "automobile".to_string()];
+//! let files = aevis_client::export::render_all(session, graph, &classes, layer, neuron, None, "out".as_ref(), 2.0).unwrap();
 //! assert_eq!(files.len(), 7); // river, layer, neuron × (svg, png) + session.json
 //! # }
 //! ```
@@ -158,10 +159,14 @@ pub fn export(input: &ExportInput<'_>, out_dir: &Path, scale: f32) -> Result<Vec
 /// The layer view shows the contribution (dotted) when `contribution` was
 /// computed for `layer_detail`'s layer, else the activation difference
 /// adversarial − source; the neuron view marks the contribution's region
-/// when it targets that feature map.
+/// when it targets that feature map. `classes` are the model's class names
+/// (`ModelInfo::classes` of `/v1/info`); the views fall back to "class N"
+/// where a name is missing.
+#[allow(clippy::too_many_arguments)]
 pub fn render_all(
     session: &SessionResult,
     graph: &LayerGraph,
+    classes: &[String],
     layer_detail: &LayerDetail,
     neuron_detail: &NeuronDetail,
     contribution: Option<&ContributionResult>,
@@ -185,7 +190,7 @@ pub fn render_all(
     let input = ExportInput {
         session,
         graph,
-        classes: &[],
+        classes,
         collapse: Collapse::auto(graph, 60, &keep),
         layer: Some(layer_detail),
         fill,
@@ -217,7 +222,8 @@ mod tests {
         let layer = sample::layer_detail(4);
         let neuron = sample::neuron_detail(6, 2);
         let contribution = sample::contribution(6, 2, 4);
-        let files = render_all(&session, &graph, &layer, &neuron, Some(&contribution), &out, 2.0).unwrap();
+        let files =
+            render_all(&session, &graph, &sample::classes(), &layer, &neuron, Some(&contribution), &out, 2.0).unwrap();
         let names: Vec<String> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
         assert_eq!(
             names,
@@ -239,7 +245,12 @@ mod tests {
         let layer_svg = std::fs::read_to_string(out.join("layer.svg")).unwrap();
         assert!(layer_svg.contains("url(#dots"), "contribution drawn dotted");
         assert!(layer_svg.contains("top contributors"));
+        // Class names, not "class N", in the river legend and above the neuron maps.
+        let river_svg = std::fs::read_to_string(out.join("river.svg")).unwrap();
+        assert!(river_svg.contains(": cat (") && river_svg.contains(": dog ("), "class names in the legend");
+        assert!(!river_svg.contains("class 3"));
         let neuron_svg = std::fs::read_to_string(out.join("neuron.svg")).unwrap();
+        assert!(neuron_svg.contains(">cat<"), "class name above the source map");
         assert!(neuron_svg.contains("selected neurons: rows 2..5, columns 1..4"));
         assert!(neuron_svg.contains("data:image/png;base64,"));
         let json: SessionResult = serde_json::from_slice(&std::fs::read(out.join("session.json")).unwrap()).unwrap();
@@ -280,7 +291,7 @@ mod tests {
         neuron.maps = Default::default();
         neuron.scale = (f32::NAN, f32::NAN);
         let dir = tempfile::tempdir().unwrap();
-        let files = render_all(&session, &graph, &layer, &neuron, None, dir.path(), 1.0).unwrap();
+        let files = render_all(&session, &graph, &[], &layer, &neuron, None, dir.path(), 1.0).unwrap();
         assert_eq!(files.len(), 7);
         assert!(std::fs::read_to_string(dir.path().join("layer.svg")).unwrap().contains("no critical feature maps"));
         let e = svg_to_png("<svg", 1.0, "bad").unwrap_err();

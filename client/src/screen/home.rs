@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use aevis_shared::protocol::{
     AdversarialSpec, AttackParams, Candidate, CandidateList, CandidatesRequest, CreateSession, DaemonInfo,
-    ExtractParams, ImagePage, ImageRef, ModelInfo, SessionSummary,
+    ExtractMethod, ExtractParams, ImagePage, ImageRef, ModelInfo, SessionSummary,
 };
 use iced::widget::{button, column, container, pick_list, radio, row, scrollable, space, text, text_input};
 use iced::{Element, Length};
@@ -95,6 +95,8 @@ pub struct Home {
     pub epsilon: String,
     /// Number of targets, as typed.
     pub targets: String,
+    /// Optimiser steps of the extraction, as typed (0 = the fast mode).
+    pub steps: String,
     /// Upload mode: source image file.
     pub source_file: String,
     /// Upload mode: adversarial image file.
@@ -134,6 +136,8 @@ pub enum Message {
     Epsilon(String),
     /// Number of targets typed.
     Targets(String),
+    /// Extraction steps typed.
+    Steps(String),
     /// Source file typed.
     SourceFile(String),
     /// Adversarial file typed.
@@ -201,6 +205,7 @@ impl Home {
             mode: Mode::default(),
             epsilon: "8".into(),
             targets: "5".into(),
+            steps: ExtractParams::default_for(0.0).steps.to_string(),
             source_file: String::new(),
             adversarial_file: String::new(),
             sessions: Vec::new(),
@@ -284,6 +289,12 @@ impl Home {
                 (ImageRef::Upload { bytes: Vec::new() }, AdversarialSpec::Image(ImageRef::Upload { bytes: Vec::new() }))
             }
         };
+        let mut extract = ExtractParams::default_for(model.lambda);
+        match self.steps.trim().parse::<usize>() {
+            Ok(0) => extract.method = ExtractMethod::Fast,
+            Ok(n) if n <= 10_000 => extract.steps = n,
+            _ => return Err(format!("the extraction steps must be 0 (fast mode) to 10000, got {:?}", self.steps)),
+        }
         Ok(CreateSession {
             model: model.id.clone(),
             source,
@@ -291,7 +302,7 @@ impl Home {
             target_class: None,
             n_targets,
             target_split: self.split.clone(),
-            extract: ExtractParams::default_for(model.lambda),
+            extract,
         })
     }
 
@@ -379,6 +390,10 @@ impl Home {
             }
             Message::Targets(t) => {
                 self.targets = t;
+                Action::None
+            }
+            Message::Steps(t) => {
+                self.steps = t;
                 Action::None
             }
             Message::SourceFile(f) => {
@@ -526,6 +541,14 @@ impl Home {
         };
         form = form.push(
             row![
+                text("extraction steps (0 = fast mode)"),
+                text_input("100", &self.steps).on_input(Message::Steps).width(60)
+            ]
+            .spacing(theme::SPACING)
+            .align_y(iced::Alignment::Center),
+        );
+        form = form.push(
+            row![
                 text("targets"),
                 text_input("5", &self.targets).on_input(Message::Targets).width(60),
                 button(text("Start session")).on_press(Message::Start),
@@ -603,6 +626,17 @@ mod tests {
         assert_eq!(req.source, ImageRef::Dataset { split: "test".into(), index: 2 });
         let AdversarialSpec::Attack(p) = req.adversarial else { panic!("expected an attack") };
         assert!((p.epsilon - 16.0 / 255.0).abs() < 1e-7);
+        assert_eq!((req.extract.method, req.extract.steps), (ExtractMethod::Constrained, 100));
+        h.update(Message::Steps("0".into()));
+        let Action::Start(req) = h.update(Message::Start) else { panic!("expected a start") };
+        assert_eq!(req.extract.method, ExtractMethod::Fast, "0 steps is the fast mode");
+        h.update(Message::Steps("25".into()));
+        let Action::Start(req) = h.update(Message::Start) else { panic!("expected a start") };
+        assert_eq!((req.extract.method, req.extract.steps), (ExtractMethod::Constrained, 25));
+        h.update(Message::Steps("many".into()));
+        assert_eq!(h.update(Message::Start), Action::None);
+        assert!(h.error.as_deref().unwrap().contains("extraction steps"));
+        h.update(Message::Steps("100".into()));
         h.update(Message::Targets("0".into()));
         assert_eq!(h.update(Message::Start), Action::None);
         h.update(Message::Targets("2".into()));

@@ -21,6 +21,14 @@ use crate::view::layer::{Fill, LayerFrame};
 use crate::view::river::RiverFrame;
 use crate::view::{self, class_name};
 
+/// Widget id of the container around the river canvas (its bounds are the
+/// canvas's, so a test or an accessibility tool can find where it is drawn).
+pub const RIVER_CANVAS: &str = "aevis-river-canvas";
+/// Widget id of the container around the treemap canvas.
+pub const LAYER_CANVAS: &str = "aevis-layer-canvas";
+/// Widget id of the container around the activation-map canvas.
+pub const NEURON_CANVAS: &str = "aevis-neuron-canvas";
+
 /// Which level is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tab {
@@ -409,9 +417,12 @@ impl SessionView {
                     ]
                     .spacing(theme::SPACING),
                     scrollable(
-                        canvas_widget(RiverCanvas { view: self })
-                            .width(Length::Fixed(self.river.0.width))
-                            .height(Length::Fixed(self.river.0.height))
+                        container(
+                            canvas_widget(RiverCanvas { view: self })
+                                .width(Length::Fixed(self.river.0.width))
+                                .height(Length::Fixed(self.river.0.height))
+                        )
+                        .id(RIVER_CANVAS)
                     )
                     .direction(scrollable::Direction::Horizontal(scrollable::Scrollbar::default())),
                 ]
@@ -434,9 +445,16 @@ impl SessionView {
                         ]
                         .spacing(theme::SPACING)
                         .align_y(iced::Alignment::Center),
-                        canvas_widget(SceneCanvas { scene, cache: &self.layer_cache, kind: CanvasKind::Layer(self) })
+                        container(
+                            canvas_widget(SceneCanvas {
+                                scene,
+                                cache: &self.layer_cache,
+                                kind: CanvasKind::Layer(self)
+                            })
                             .width(Length::Fill)
-                            .height(Length::Fill),
+                            .height(Length::Fill)
+                        )
+                        .id(LAYER_CANVAS),
                     ]
                     .spacing(theme::SPACING)
                     .into()
@@ -461,9 +479,16 @@ impl SessionView {
                     }
                     column![
                         controls,
-                        canvas_widget(SceneCanvas { scene, cache: &self.neuron_cache, kind: CanvasKind::Neuron(self) })
+                        container(
+                            canvas_widget(SceneCanvas {
+                                scene,
+                                cache: &self.neuron_cache,
+                                kind: CanvasKind::Neuron(self)
+                            })
                             .width(Length::Fill)
-                            .height(Length::Fill),
+                            .height(Length::Fill)
+                        )
+                        .id(NEURON_CANVAS),
                     ]
                     .spacing(theme::SPACING)
                     .into()
