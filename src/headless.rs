@@ -88,14 +88,16 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
                     models: Some(vec![a.model.clone()]),
                     ..Default::default()
                 };
-                let (handle, addr) = start_local(cfg).await?;
-                local = Some(handle);
+                let (handle, addr, state) = start_local(cfg).await?;
+                local = Some((handle, state));
                 format!("http://{addr}")
             }
         };
         let result = run(&a, &url).await;
-        if let Some(h) = local {
+        if let Some((h, state)) = local {
             h.stop(true).await;
+            // Stop the job workers and flush the cache, so a later run answers from it.
+            let _ = actix_web::web::block(move || state.shutdown(std::time::Duration::from_secs(30))).await;
         }
         let files = result?;
         for f in files {
@@ -105,7 +107,9 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
     })
 }
 
-async fn start_local(cfg: aevis_daemon::DaemonConfig) -> anyhow::Result<(actix_web::dev::ServerHandle, std::net::SocketAddr)> {
+type LocalState = actix_web::web::Data<aevis_daemon::AppState<aevis_models::Engine>>;
+
+async fn start_local(cfg: aevis_daemon::DaemonConfig) -> anyhow::Result<(actix_web::dev::ServerHandle, std::net::SocketAddr, LocalState)> {
     let cache = aevis_cache::Cache::open(&cfg.cache_dir)?;
     let c = cfg.clone();
     let state = actix_web::web::block(move || -> anyhow::Result<_> {
@@ -114,10 +118,11 @@ async fn start_local(cfg: aevis_daemon::DaemonConfig) -> anyhow::Result<(actix_w
     })
     .await
     .context("the engine panicked while opening")??;
-    let (server, addr) = aevis_daemon::bind(&cfg, actix_web::web::Data::new(state))?;
+    let state = actix_web::web::Data::new(state);
+    let (server, addr) = aevis_daemon::bind(&cfg, state.clone())?;
     let handle = server.handle();
     actix_web::rt::spawn(server);
-    Ok((handle, addr))
+    Ok((handle, addr, state))
 }
 
 async fn run(a: &ExportArgs, url: &str) -> anyhow::Result<Vec<PathBuf>> {
@@ -218,6 +223,103 @@ async fn run(a: &ExportArgs, url: &str) -> anyhow::Result<Vec<PathBuf>> {
     } else {
         None
     };
-    let files = aevis_client::export::render_all(&session, &graph, &model.classes, &detail, &neuron, contribution.as_ref(), &a.out, a.scale)?;
+    let mut files = aevis_client::export::render_all(&session, &graph, &model.classes, &detail, &neuron, contribution.as_ref(), &a.out, a.scale)?;
+    // The earlier layer, filled with the contribution (the treemap the GUI switches to).
+    let earlier = match &contribution {
+        Some(c) => {
+            let d = api.layer(&session_id, c.request.earlier).await?;
+            let (scene, _) = aevis_client::view::layer::scene(&d, aevis_client::view::layer::Fill::Contribution { role: Role::Adversarial }, Some(c));
+            files.extend(aevis_client::export::write_scene(&scene, "contribution", &a.out, a.scale)?);
+            Some(d)
+        }
+        None => None,
+    };
+    print!("{}", summary(&session, &graph, &model.classes, &detail, &neuron, contribution.as_ref(), earlier.as_ref()));
     Ok(files)
+}
+
+/// What the exported views show, in words and numbers (printed before the file list).
+fn summary(
+    s: &SessionResult,
+    graph: &aevis_shared::graph::LayerGraph,
+    classes: &[String],
+    detail: &LayerDetail,
+    neuron: &NeuronDetail,
+    contribution: Option<&ContributionResult>,
+    earlier: Option<&LayerDetail>,
+) -> String {
+    use std::fmt::Write;
+    let class = |c: usize| classes.get(c).cloned().unwrap_or_else(|| format!("class {c}"));
+    let layer = |l: Option<usize>| match l.and_then(|i| graph.layers.get(i).map(|g| (i, g))) {
+        Some((i, g)) => format!("{} (#{i})", g.name),
+        None => "none".into(),
+    };
+    let img = |p: &ExtractedPath| format!("{} (p = {:.4}, {})", class(p.image.predicted), p.image.confidence, p.image.origin);
+    let mut o = String::new();
+    let _ = writeln!(o, "session {} on {} ({:.1} s)", s.id, s.request.model, s.seconds);
+    let _ = writeln!(o, "source:      {}", img(&s.source));
+    let _ = writeln!(o, "adversarial: {}", img(&s.adversarial));
+    for (i, t) in s.targets.iter().enumerate() {
+        let rep = if i == s.representative { "  <- representative" } else { "" };
+        let sim = s.target_similarity.get(i).map_or(String::new(), |v| format!(", similarity to the adversarial {v:.4}"));
+        let _ = writeln!(o, "target {i}:    {}{sim}{rep}", img(t));
+    }
+    let a = &s.analysis;
+    let _ = writeln!(o, "diverging point: {}; merging point: {}", layer(a.diverging), layer(a.merging));
+    let _ = writeln!(o, "pattern test: {:?}", a.pattern);
+    let _ = writeln!(
+        o,
+        "layer {}: critical feature maps source {}, adversarial {}, target {}",
+        layer(Some(detail.layer)),
+        detail.critical[0].len(),
+        detail.critical[1].len(),
+        detail.critical[2].len()
+    );
+    let mut by_diff: Vec<usize> = (0..detail.max_activation[0].len()).collect();
+    let d = |c: usize| detail.max_activation[1][c] - detail.max_activation[0][c];
+    by_diff.sort_by(|&x, &y| d(y).total_cmp(&d(x)));
+    let top: Vec<String> = by_diff
+        .iter()
+        .take(5)
+        .map(|&c| {
+            let crit = if detail.critical[1].contains(&c) { "" } else { " (not critical for A)" };
+            format!("{c}: {:+.4}{crit}", d(c))
+        })
+        .collect();
+    let _ = writeln!(o, "largest max-activation difference adversarial − source (channel: difference): {}", top.join(", "));
+    let peak = |r: usize| neuron.maps[r].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let _ = writeln!(
+        o,
+        "feature map shown: channel {} of {} ({}×{}), max activation source {:.4}, adversarial {:.4}, target {:.4}",
+        neuron.channel,
+        layer(Some(neuron.layer)),
+        neuron.height,
+        neuron.width,
+        peak(0),
+        peak(1),
+        peak(2)
+    );
+    if let Some(c) = contribution {
+        let region = match &c.request.target {
+            ContributionTarget::FeatureMap { region: Some(r), .. } => format!("rows {}..{}, columns {}..{}", r.y0, r.y1, r.x0, r.x1),
+            ContributionTarget::FeatureMap { region: None, .. } => "the whole map".into(),
+            ContributionTarget::Prediction => "the prediction".into(),
+        };
+        let _ = writeln!(o, "contribution to {region} from layer {} ({:.0} ms):", layer(Some(c.request.earlier)), c.millis);
+        for role in Role::ALL {
+            let list: Vec<String> = c.top[role.index()].iter().take(5).map(|(ch, z, da)| format!("{ch}: z {z:.4}, Δact {da:+.4}")).collect();
+            let _ = writeln!(o, "  top contributors for the {role:?}: {}", list.join("; "));
+        }
+        if let Some(e) = earlier {
+            let _ = writeln!(
+                o,
+                "  critical feature maps of {}: source {}, adversarial {}, target {}",
+                layer(Some(e.layer)),
+                e.critical[0].len(),
+                e.critical[1].len(),
+                e.critical[2].len()
+            );
+        }
+    }
+    o
 }

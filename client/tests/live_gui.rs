@@ -412,7 +412,7 @@ fn gui_against_the_real_daemon_on_cifar10() {
     assert!(ui(&app).find(status.as_str()).is_ok(), "status `{status}` shown");
     let svg = view::layer::scene(&shown, s.fill, Some(&c)).0.to_svg();
     assert!(svg.contains("top contributors (channel: z)"));
-    let first = format!("{}: {:.2}", c.top[1][0].0, c.top[1][0].1);
+    let first = format!("{}: {:.3}", c.top[1][0].0, c.top[1][0].1);
     assert!(svg.contains(&first), "the adversarial's top contributor `{first}` is listed");
 
     eprintln!(

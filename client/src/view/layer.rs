@@ -100,7 +100,7 @@ pub fn scene(detail: &LayerDetail, fill: Fill, contribution: Option<&Contributio
     s.text(
         16.0,
         24.0,
-        format!("layer {} (#{}) — critical feature maps", detail.name, detail.layer),
+        format!("{} (layer #{}) — critical feature maps", detail.name, detail.layer),
         theme::TITLE,
         theme::TEXT,
         Anchor::Start,
@@ -261,18 +261,20 @@ pub fn scene(detail: &LayerDetail, fill: Fill, contribution: Option<&Contributio
         y += 30.0;
         s.text(lx, y, "top contributors (channel: z)", theme::TEXT_SIZE, theme::TEXT, Anchor::Start);
         for role in Role::ALL {
-            y += 18.0;
             let top: Vec<String> =
-                c.top[role.index()].iter().take(5).map(|(ch, z, _)| format!("{ch}: {z:.2}")).collect();
-            let line = if top.is_empty() { "—".to_owned() } else { top.join(", ") };
-            s.text(
-                lx,
-                y,
-                format!("{}: {line}", theme::SET_NAMES[role.index()]),
-                theme::SMALL,
-                theme::role(role),
-                Anchor::Start,
-            );
+                c.top[role.index()].iter().take(6).map(|(ch, z, _)| format!("{ch}: {z:.3}")).collect();
+            // Three per line: four-digit channels of a wide layer would run off the scene.
+            let lines: Vec<String> =
+                if top.is_empty() { vec!["—".to_owned()] } else { top.chunks(3).map(|c| c.join(", ")).collect() };
+            for (i, line) in lines.iter().enumerate() {
+                y += if i == 0 { 18.0 } else { 15.0 };
+                let (x, text) = if i == 0 {
+                    (lx, format!("{}: {line}", theme::SET_NAMES[role.index()]))
+                } else {
+                    (lx + 14.0, line.clone())
+                };
+                s.text(x, y, text, theme::SMALL, theme::role(role), Anchor::Start);
+            }
         }
     }
     (s, LayerFrame { treemap: map, values })

@@ -91,14 +91,10 @@ pub fn scene(
             }
             s.text(x + 72.0, 56.0, theme::role_name(role), theme::TEXT_SIZE, theme::role(role), Anchor::Start);
             s.text(x + 72.0, 74.0, class_name(classes, img.predicted), theme::SMALL, theme::TEXT, Anchor::Start);
-            s.text(
-                x + 72.0,
-                90.0,
-                format!("p = {:.2} · {}", img.confidence, image_caption(img)),
-                theme::SMALL,
-                theme::MUTED,
-                Anchor::Start,
-            );
+            // Confidence and origin on lines of their own: an attack's origin is
+            // long enough to run into the next image's column on one line.
+            s.text(x + 72.0, 90.0, format!("p = {:.2}", img.confidence), theme::SMALL, theme::MUTED, Anchor::Start);
+            s.text(x + 72.0, 105.0, image_caption(img), theme::SMALL, theme::MUTED, Anchor::Start);
         } else {
             s.text(x, 74.0, theme::role_name(role), theme::TEXT_SIZE, theme::role(role), Anchor::Start);
         }
