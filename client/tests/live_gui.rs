@@ -42,8 +42,9 @@ const BUDGET: Duration = Duration::from_secs(900);
 /// Window size of every simulated frame.
 const WINDOW: (f32, f32) = (1600.0, 1000.0);
 
+/// `AEVIS_DATA`, else `../shared/data` beside the checkout (the daemon's own default).
 fn data_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data"))
+    aevis_daemon::DaemonConfig::default().data_dir
 }
 
 /// The real daemon, serving on its own actix system thread.

@@ -22,7 +22,7 @@ use serde::{Serialize, de::DeserializeOwned};
 const MODEL: &str = "cifar10-resnet20";
 
 fn data_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data"))
+    aevis_models::data::default_data_dir()
 }
 
 fn base_cfg(cache: &Path) -> DaemonConfig {
