@@ -7,7 +7,7 @@ use std::time::Instant;
 use aevis_models::data::default_data_dir;
 use aevis_models::registry::DEFAULT_MODEL;
 use aevis_models::{DevicePref, Engine, EngineConfig};
-use aevis_shared::datapath::{Datapath, TripletAnalysis, similarity, top_k_count};
+use aevis_shared::datapath::{TripletAnalysis, similarity, top_k_count};
 use aevis_shared::protocol::*;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -547,7 +547,6 @@ fn topk(engine: &Engine, model: &str, split: &str, per_class: usize, n_targets: 
         pb.inc(1);
     }
     pb.finish_and_clear();
-    let _ = Datapath::ones(&[]);
     // Table: per true class and on average, Top-1/3/5 for DGR and ours.
     let mut table = String::from("| class | n | DGR top-1 | ours top-1 | DGR top-3 | ours top-3 | DGR top-5 | ours top-5 |\n|---|---|---|---|---|---|---|---|\n");
     let mut csv_rows = vec![];

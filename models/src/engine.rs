@@ -71,7 +71,6 @@ struct Loaded<B: AutodiffBackend> {
 
 struct Core<B: AutodiffBackend> {
     models: Vec<Arc<Loaded<B>>>,
-    device: B::Device,
 }
 
 enum Inner {
@@ -251,11 +250,10 @@ impl<B: AutodiffBackend> Core<B> {
             models.push(Arc::new(Loaded::open(spec.clone(), data_dir, &device)?));
             tracing::info!(model = %spec.id, ms = t.elapsed().as_millis() as u64, "model loaded");
         }
-        Ok(Self { models, device })
+        Ok(Self { models })
     }
 
     fn model(&self, id: &str) -> Result<&Loaded<B>> {
-        let _ = &self.device;
         self.models.iter().find(|m| m.spec.id == id).map(|m| m.as_ref()).ok_or_else(|| {
             Error::NotFound(format!(
                 "model `{id}` (loaded: {})",

@@ -102,14 +102,19 @@ pub fn extract_batch<B: AutodiffBackend>(
     let top1: Vec<usize> = p0.iter().map(|r| ops::argmax(r)).collect();
     let fixed_flat: Vec<Vec<f32>> = fixed.iter().map(Datapath::flat).collect();
 
-    let fast = fast_extract(net, &x, &top1, &fixed_flat, params)?;
+    // The fast solve costs a backward and several forwards: only when it is the answer or the start.
     let (best, losses, steps) = match params.method {
         ExtractMethod::Fast => {
+            let fast = fast_extract(net, &x, &top1, &fixed_flat, params)?;
             let losses = eval_loss(net, &x, &p0_t, &fast, &fixed_flat, params);
             (fast, losses, vec![0; top1.len()])
         }
         ExtractMethod::Constrained | ExtractMethod::DgrLoss => {
-            let init = if params.warm_start { fast } else { vec![vec![1.0; total]; top1.len()] };
+            let init = if params.warm_start {
+                fast_extract(net, &x, &top1, &fixed_flat, params)?
+            } else {
+                vec![vec![1.0; total]; top1.len()]
+            };
             optimise(net, &x, &p0_t, &top1, &fixed_flat, params, init, stage, progress)?
         }
     };
