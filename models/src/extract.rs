@@ -97,32 +97,34 @@ pub fn extract_batch<B: AutodiffBackend>(
             return Err(Error::BadInput("a constraint datapath has another shape than this network".into()));
         }
     }
-    let p0_t = activation::softmax(net.logits(x.clone()), 1).detach();
-    let p0 = ops::rows(p0_t.clone().inner());
-    let top1: Vec<usize> = p0.iter().map(|r| ops::argmax(r)).collect();
     let fixed_flat: Vec<Vec<f32>> = fixed.iter().map(Datapath::flat).collect();
 
-    // The fast solve costs a backward and several forwards: only when it is the answer or the start.
-    let (best, losses, steps) = match params.method {
+    // Every forward counts (fast mode is one backward and a few forwards):
+    // the ungated output comes with the fast mode's gradient when that runs,
+    // and the loss and the continuous top-1 of the answer share one forward.
+    let (top1, best, losses, cont_top, bin_top, steps) = match params.method {
         ExtractMethod::Fast => {
-            let fast = fast_extract(net, &x, &top1, &fixed_flat, params)?;
-            let losses = eval_loss(net, &x, &p0_t, &fast, &fixed_flat, params);
-            (fast, losses, vec![0; top1.len()])
+            let (p0_t, top1, fast) = fast_extract(net, &x, &fixed_flat, params)?;
+            let (losses, cont_top) = evaluate(net, &x, &p0_t, &fast, &fixed_flat, params);
+            // The fast answer is accepted only when its binarised form keeps the top-1 (all ones always does).
+            let n = top1.len();
+            (top1.clone(), fast, losses, cont_top, top1, vec![0; n])
         }
         ExtractMethod::Constrained | ExtractMethod::DgrLoss => {
-            let init = if params.warm_start {
-                fast_extract(net, &x, &top1, &fixed_flat, params)?
+            let (p0_t, top1, init) = if params.warm_start {
+                fast_extract(net, &x, &fixed_flat, params)?
             } else {
-                vec![vec![1.0; total]; top1.len()]
+                let p0_t = activation::softmax(net.logits(x.clone()), 1).detach();
+                let top1: Vec<usize> = ops::rows(p0_t.clone().inner()).iter().map(|r| ops::argmax(r)).collect();
+                let n = top1.len();
+                (p0_t, top1, vec![vec![1.0; total]; n])
             };
-            optimise(net, &x, &p0_t, &top1, &fixed_flat, params, init, stage, progress)?
+            let (best, losses, cont_top, steps) = optimise(net, &x, &p0_t, &top1, &fixed_flat, params, init, stage, progress)?;
+            let binar: Vec<Vec<f32>> = best.iter().map(|z| z.iter().map(|&v| if v >= params.tau { 1.0 } else { 0.0 }).collect()).collect();
+            let bin_top = top1_with(net, &x, &binar);
+            (top1, best, losses, cont_top, bin_top, steps)
         }
     };
-
-    // Faithfulness: binarised and continuous gates keep the top-1?
-    let binar: Vec<Vec<f32>> = best.iter().map(|z| z.iter().map(|&v| if v >= params.tau { 1.0 } else { 0.0 }).collect()).collect();
-    let bin_top = top1_with(net, &x, &binar);
-    let cont_top = top1_with(net, &x, &best);
     Ok(best
         .into_iter()
         .enumerate()
@@ -153,7 +155,7 @@ fn optimise<B: AutodiffBackend>(
     init: Vec<Vec<f32>>,
     stage: &str,
     progress: &mut ProgressFn<'_>,
-) -> Result<(Vec<Vec<f32>>, Vec<f32>, Vec<usize>)> {
+) -> Result<(Vec<Vec<f32>>, Vec<f32>, Vec<usize>, Vec<usize>)> {
     let device = net.device().clone();
     let widths = net.graph().widths();
     let total: usize = widths.iter().sum();
@@ -165,8 +167,11 @@ fn optimise<B: AutodiffBackend>(
     let (mut m, mut v) = (vec![vec![0.0f32; total]; n], vec![vec![0.0f32; total]; n]);
     let (b1, b2, eps_adam) = (0.9f32, 0.999f32, 1e-8f32);
     let fixed_t: Vec<Tensor<B, 2>> = fixed.iter().map(|f| ops::from_rows::<B>(std::slice::from_ref(f), &device)).collect();
-    let mut prev_total = f32::INFINITY;
-    let mut settled = 0usize;
+    // Early stopping is per image (its own loss), so a datapath does not
+    // depend on the other images of the batch; a settled image is frozen.
+    let mut prev = vec![f32::INFINITY; n];
+    let mut settled = vec![0usize; n];
+    let mut active = vec![true; n];
     let mut steps_taken = vec![0usize; n];
     // The ungated start always keeps the top-1: it is the first feasible candidate.
     let ones_loss = params.lambda;
@@ -202,6 +207,9 @@ fn optimise<B: AutodiffBackend>(
         }
         let t = (step + 1) as i32;
         for i in 0..n {
+            if !active[i] {
+                continue;
+            }
             for k in 0..total {
                 let gk = g[i][k];
                 if dgr {
@@ -233,59 +241,76 @@ fn optimise<B: AutodiffBackend>(
             return Err(Error::Cancelled);
         }
         if params.tolerance > 0.0 {
-            let rel = (prev_total - mean_loss).abs() / mean_loss.abs().max(1e-12);
-            settled = if rel < params.tolerance { settled + 1 } else { 0 };
-            if settled >= params.patience.max(1) {
+            for i in 0..n {
+                if !active[i] {
+                    continue;
+                }
+                let rel = (prev[i] - per_image[i]).abs() / per_image[i].abs().max(1e-12);
+                settled[i] = if rel < params.tolerance { settled[i] + 1 } else { 0 };
+                prev[i] = per_image[i];
+                if settled[i] >= params.patience.max(1) {
+                    active[i] = false;
+                }
+            }
+            if active.iter().all(|a| !a) {
                 break;
             }
         }
-        prev_total = mean_loss;
     }
-    // The last iterate has not been evaluated yet: check it too.
-    let last_top = top1_with(net, x, &z);
-    let last_loss = eval_loss(net, x, p0, &z, fixed, params);
+    // The last iterate has not been evaluated yet: check it too. Every
+    // candidate kept its top-1 when it was kept, so the continuous top-1 holds.
+    let (last_loss, last_top) = evaluate(net, x, p0, &z, fixed, params);
     for i in 0..n {
         if last_top[i] == top1[i] && last_loss[i] < best_loss[i] {
             best_loss[i] = last_loss[i];
             best[i].clone_from(&z[i]);
         }
     }
-    Ok((best, best_loss, steps_taken))
+    Ok((best, best_loss, top1.to_vec(), steps_taken))
 }
 
 fn dist_sum(z: &[f32], fixed: &[Vec<f32>]) -> f32 {
     fixed.iter().map(|f| z.iter().zip(f).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt()).sum()
 }
 
-fn eval_loss<B: AutodiffBackend>(net: &Network<B>, x: &Tensor<B, 4>, p0: &Tensor<B, 2>, z: &[Vec<f32>], fixed: &[Vec<f32>], params: &ExtractParams) -> Vec<f32> {
+/// The loss of each image at gates `z` and its top-1 there, from one forward.
+fn evaluate<B: AutodiffBackend>(net: &Network<B>, x: &Tensor<B, 4>, p0: &Tensor<B, 2>, z: &[Vec<f32>], fixed: &[Vec<f32>], params: &ExtractParams) -> (Vec<f32>, Vec<usize>) {
     let widths = net.graph().widths();
     let zt = ops::from_rows::<B>(z, net.device());
     let logits = net.forward(x.clone(), &gates_from_flat(&zt, &widths), &[]).logits;
+    let top = ops::rows(logits.clone().inner()).iter().map(|r| ops::argmax(r)).collect();
     let dgr = params.method == ExtractMethod::DgrLoss;
     let fit = if dgr {
         ops::host((p0.clone() * activation::log_softmax(logits, 1)).sum_dim(1).neg().inner())
     } else {
         ops::host((p0.clone() - activation::softmax(logits, 1)).powf_scalar(2.0).sum_dim(1).inner())
     };
-    z.iter()
+    let losses = z
+        .iter()
         .zip(fit)
         .map(|(zi, f)| {
             let sp = if dgr { zi.iter().map(|v| v.abs()).sum::<f32>() } else { zi.iter().sum::<f32>() / zi.len() as f32 };
             f + params.lambda * sp + params.gamma * dist_sum(zi, fixed)
         })
-        .collect()
+        .collect();
+    (losses, top)
 }
 
 /// Gradient of each image's logit margin `logit_c − logit_r` (c = top-1,
-/// r = runner-up at `z = 1`) with respect to every gate at `z = 1`, and the margins.
-pub(crate) fn margin_gradient<B: AutodiffBackend>(net: &Network<B>, x: &Tensor<B, 4>, top1: &[usize]) -> (Vec<Vec<f32>>, Vec<f32>) {
+/// r = runner-up at `z = 1`) with respect to every gate at `z = 1`, the
+/// margins, the ungated softmax and the top-1 (one forward and one backward).
+#[allow(clippy::type_complexity)]
+pub(crate) fn margin_gradient<B: AutodiffBackend>(net: &Network<B>, x: &Tensor<B, 4>) -> (Vec<Vec<f32>>, Vec<f32>, Tensor<B, 2>, Vec<usize>) {
     let device = net.device().clone();
     let widths = net.graph().widths();
     let total: usize = widths.iter().sum();
-    let n = top1.len();
+    let n = x.dims()[0];
     let zt = ops::from_rows::<B>(&vec![vec![1.0; total]; n], &device).require_grad();
     let logits = net.forward(x.clone(), &gates_from_flat(&zt, &widths), &[]).logits;
+    let p0 = activation::softmax(logits.clone(), 1).detach();
     let host_logits = ops::rows(logits.clone().inner());
+    let top1: Vec<usize> = host_logits.iter().map(|r| ops::argmax(r)).collect();
+    let top1 = top1.as_slice();
     let runner: Vec<usize> = host_logits
         .iter()
         .zip(top1)
@@ -303,7 +328,7 @@ pub(crate) fn margin_gradient<B: AutodiffBackend>(net: &Network<B>, x: &Tensor<B
     let margin = logits.clone().gather(1, idx(top1)) - logits.gather(1, idx(&runner));
     let margins = ops::host(margin.clone().inner());
     let grads = margin.sum().backward();
-    (ops::rows(zt.grad(&grads).expect("gates require grad")), margins)
+    (ops::rows(zt.grad(&grads).expect("gates require grad")), margins, p0, top1.to_vec())
 }
 
 /// Minimises, per image and coordinate, the diagonal quadratic
@@ -346,8 +371,9 @@ pub fn fast_solve(g: &[f32], margin: f32, lambda: f32, gamma: f32, fixed: &[Vec<
 /// The fast mode: one forward and backward per image, the quadratic solved,
 /// then λ halved (a cheap host solve and one forward) until the binarised
 /// datapath keeps the top-1; the all-ones datapath is the last resort.
-fn fast_extract<B: AutodiffBackend>(net: &Network<B>, x: &Tensor<B, 4>, top1: &[usize], fixed: &[Vec<f32>], params: &ExtractParams) -> Result<Vec<Vec<f32>>> {
-    let (g, margins) = margin_gradient(net, x, top1);
+#[allow(clippy::type_complexity)]
+fn fast_extract<B: AutodiffBackend>(net: &Network<B>, x: &Tensor<B, 4>, fixed: &[Vec<f32>], params: &ExtractParams) -> Result<(Tensor<B, 2>, Vec<usize>, Vec<Vec<f32>>)> {
+    let (g, margins, p0, top1) = margin_gradient(net, x);
     let total = g.first().map_or(0, Vec::len);
     let n = top1.len();
     let mut out = vec![vec![1.0f32; total]; n];
@@ -372,5 +398,5 @@ fn fast_extract<B: AutodiffBackend>(net: &Network<B>, x: &Tensor<B, 4>, top1: &[
         pending = still;
         lambda *= 0.5;
     }
-    Ok(out)
+    Ok((p0, top1, out))
 }

@@ -97,6 +97,16 @@ fn extraction_keeps_the_top1_repeats_and_gamma_zero_decouples() {
     for e in &batch {
         assert!(e.faithfulness.continuous_keeps_top1);
     }
+    // Early stopping is per image: a datapath neither depends on the batch nor on when the others settle.
+    let early = ExtractParams { tolerance: 0.05, patience: 2, ..quick(ExtractMethod::Constrained, 0.0) };
+    let e1 = extract_batch(&net, x1.clone(), &[], &early, "t", &mut none).unwrap().remove(0);
+    let e3 = extract_batch(&net, ops::batch::<B>(&imgs.iter().collect::<Vec<_>>(), &Default::default()).unwrap(), &[], &early, "t", &mut none).unwrap();
+    assert_eq!(e3[0].faithfulness.steps, e1.faithfulness.steps);
+    let d = e3[0].datapath.flat().iter().zip(e1.datapath.flat()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(d < 1e-4, "with early stopping, the batch changes the datapath by {d}");
+    // A tolerance nothing can miss stops each image after the first step plus `patience`.
+    let settled = extract_batch(&net, x1.clone(), &[], &ExtractParams { tolerance: 10.0, ..early.clone() }, "t", &mut none).unwrap().remove(0);
+    assert_eq!(settled.faithfulness.steps, 3);
     // γ > 0 pulls the datapath towards the constraint.
     let other = extract_batch(&net, ops::batch::<B>(&[&imgs[1]], &Default::default()).unwrap(), &[], &quick(ExtractMethod::Constrained, 0.0), "t", &mut none).unwrap().remove(0);
     let pulled = extract_batch(&net, x1.clone(), &[other.datapath.clone()], &quick(ExtractMethod::Constrained, 5.0), "t", &mut none).unwrap().remove(0);
