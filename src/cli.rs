@@ -155,6 +155,8 @@ enum Command {
     },
     /// Tune λ on training images: the sparsest λ whose binarised datapaths keep
     /// the top-1 for ≥ 95% of images with at least one channel in every layer.
+    /// With `--gammas`, tune the chain's γ instead (at the model's λ): the
+    /// strongest γ whose chained source and target datapaths keep the top-1.
     Tune {
         /// Model id.
         #[arg(long, default_value = DEFAULT_MODEL)]
@@ -168,6 +170,9 @@ enum Command {
         /// Candidate λ values.
         #[arg(long, value_delimiter = ',', default_value = "0.01,0.03,0.1,0.3,1")]
         lambdas: Vec<f32>,
+        /// Candidate γ values: tune γ on MI-FGSM triplets of `split` instead of λ.
+        #[arg(long, value_delimiter = ',')]
+        gammas: Option<Vec<f32>>,
         /// Optimiser steps.
         #[arg(long, default_value_t = 100)]
         steps: usize,
@@ -191,6 +196,12 @@ enum Command {
         /// Optimiser steps per datapath.
         #[arg(long, default_value_t = 100)]
         steps: usize,
+        /// γ of the constrained chain (default: the model's tuned value).
+        #[arg(long)]
+        gamma: Option<f32>,
+        /// Run only every n-th adversarial, `k/n` (start n processes with k = 0..n-1 on one folder).
+        #[arg(long, value_parser = parse_shard, default_value = "0/1")]
+        shard: (usize, usize),
         /// Output folder (finished triplets are kept there; rerun to resume).
         #[arg(long, default_value = "topk")]
         out: PathBuf,
@@ -226,9 +237,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(Command::Extract { model, split, source, targets, method, steps, lambda, out, common }) => {
             extract(&open(&common, &model)?, &model, &split, source, targets, &method, steps, lambda, &out)
         }
-        Some(Command::Tune { model, split, images, lambdas, steps, common }) => tune(&open(&common, &model)?, &model, &split, images, &lambdas, steps),
-        Some(Command::Topk { model, split, per_class, targets, steps, out, common }) => {
-            topk(&open(&common, &model)?, &model, &split, per_class, targets, steps, &out)
+        Some(Command::Tune { model, split, images, gammas: Some(gammas), steps, common, .. }) => {
+            tune_gamma(&open(&common, &model)?, &model, &split, images, &gammas, steps)
+        }
+        Some(Command::Tune { model, split, images, lambdas, gammas: None, steps, common }) => tune(&open(&common, &model)?, &model, &split, images, &lambdas, steps),
+        Some(Command::Topk { model, split, per_class, targets, steps, gamma, shard, out, common }) => {
+            topk(&open(&common, &model)?, &TopkArgs { model, split, per_class, n_targets: targets, steps, gamma, shard, out })
         }
     }
 }
@@ -471,32 +485,108 @@ fn extract(engine: &Engine, model: &str, split: &str, source: usize, targets: us
     Ok(())
 }
 
-/// One finished triplet group of the Top-K evaluation, kept on disk to resume.
+/// What `aevis topk` was asked for.
+struct TopkArgs {
+    model: String,
+    split: String,
+    per_class: usize,
+    n_targets: usize,
+    steps: usize,
+    gamma: Option<f32>,
+    shard: (usize, usize),
+    out: PathBuf,
+}
+
+fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("expected k/n with 0 ≤ k < n (e.g. 0/2), got `{s}`");
+    let (k, n) = s.split_once('/').ok_or_else(bad)?;
+    let (k, n): (usize, usize) = (k.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+    if n == 0 || k >= n {
+        return Err(bad());
+    }
+    Ok((k, n))
+}
+
+/// The settings of a Top-K run, kept in its folder: a folder is resumed only with the same settings.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct TopkSettings {
+    model: String,
+    split: String,
+    per_class: usize,
+    n_targets: usize,
+    attack: AttackParams,
+    ours: ExtractParams,
+    dgr: ExtractParams,
+}
+
+/// One adversarial of the Top-K evaluation with its targets, kept on disk to resume.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct TopkRecord {
     source: usize,
     true_class: usize,
     adversarial_class: usize,
-    /// Per method: `(similarity, pattern holds)` per target.
+    /// Indices (in the split) of the targets, in the order of `dgr` and `ours`.
+    targets: Vec<usize>,
+    /// Per method: `(similarity to the adversarial, pattern holds)` per target.
     dgr: Vec<(f32, bool)>,
     ours: Vec<(f32, bool)>,
+    /// Per method: the pattern test of each target (`n_l`, peak at the last layer).
+    dgr_tests: Vec<aevis_shared::datapath::PatternTest>,
+    ours_tests: Vec<aevis_shared::datapath::PatternTest>,
 }
 
-fn topk(engine: &Engine, model: &str, split: &str, per_class: usize, n_targets: usize, steps: usize, out: &std::path::Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out)?;
+/// Writes a file whole or not at all (two shards may share the folder).
+fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// The Top-K evaluation of §6.1 (ALGORITHMS.md "Top-K score").
+///
+/// Per adversarial, `ours` is one constrained chain (adversarial → source →
+/// the `n_targets` targets, each constrained by both). DGR is the same
+/// extraction with γ = 0: its adversarial datapath is the chain's first one
+/// (nothing constrains the first datapath, so the two are the same
+/// computation), its source is extracted alone, and its target datapaths
+/// depend on nothing but the target image, so they are extracted once per
+/// target class and kept in the folder (`dgr-targets-<class>.json`).
+fn topk(engine: &Engine, a: &TopkArgs) -> anyhow::Result<()> {
+    let (model, split) = (a.model.as_str(), a.split.as_str());
+    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
     let info = engine.models().into_iter().find(|m| m.id == model).context("model not loaded")?;
     let classes = info.classes.len();
     let eps = if info.input[1] > 64 { 16.0 / 255.0 } else { 8.0 / 255.0 };
+    let mut ours = ExtractParams::for_model(&info);
+    ours.steps = a.steps;
+    if let Some(g) = a.gamma {
+        ours.gamma = g;
+    }
+    let dgr = ExtractParams { gamma: 0.0, ..ours.clone() };
+    let settings = TopkSettings { model: model.into(), split: split.into(), per_class: a.per_class, n_targets: a.n_targets, attack: AttackParams::mi_fgsm(eps), ours: ours.clone(), dgr: dgr.clone() };
+    let settings_path = a.out.join("settings.json");
+    match std::fs::read(&settings_path) {
+        Ok(text) => {
+            let old: TopkSettings = serde_json::from_slice(&text).with_context(|| format!("{} is not a Top-K settings file", settings_path.display()))?;
+            if old != settings {
+                bail!("{} holds a run with other settings ({old:?}); give another --out or the same settings", a.out.display());
+            }
+        }
+        Err(_) => write_atomic(&settings_path, &serde_json::to_vec_pretty(&settings)?)?,
+    }
+    println!("Top-K on {model}, split {split}: MI-FGSM ε = {eps:.4}, {} targets, ours γ = {}, DGR γ = 0, λ = {}, {} steps; folder {}", a.n_targets, ours.gamma, ours.lambda, ours.steps, a.out.display());
+
     // Sources: the first `per_class` correctly classified images of each class that MI-FGSM fools.
-    let page = engine.list_images(model, split, 0, 1000, None)?;
+    let page = engine.list_images(model, split, 0, usize::MAX, None)?;
     let mut chosen: Vec<(usize, usize)> = vec![];
     let mut count = vec![0usize; classes];
-    let pb = bar((per_class * classes) as u64, "choosing adversarials");
+    let pb = bar((a.per_class * classes) as u64, "choosing adversarials");
     for e in &page.entries {
-        if e.label != e.predicted || count[e.label] >= per_class {
+        if e.label != e.predicted || count[e.label] >= a.per_class {
             continue;
         }
-        let r = engine.attack(model, &AttackRequest { image: ImageRef::Dataset { split: split.into(), index: e.index }, params: AttackParams::mi_fgsm(eps) })?;
+        let r = engine.attack(model, &AttackRequest { image: ImageRef::Dataset { split: split.into(), index: e.index }, params: settings.attack.clone() })?;
         if r.success {
             count[e.label] += 1;
             chosen.push((e.index, e.label));
@@ -504,50 +594,82 @@ fn topk(engine: &Engine, model: &str, split: &str, per_class: usize, n_targets: 
         }
     }
     pb.finish_and_clear();
-    let lambda = info.lambda;
-    let pb = bar(chosen.len() as u64, "triplets");
-    let mut records = vec![];
-    for &(src, label) in &chosen {
-        let path = out.join(format!("source-{src}.json"));
-        if let Ok(text) = std::fs::read(&path)
-            && let Ok(r) = serde_json::from_slice::<TopkRecord>(&text)
-        {
-            records.push(r);
+    // The targets of a class, as `run_session` draws them: the first correctly classified images of it.
+    let targets_of = |c: usize| -> Vec<usize> { page.entries.iter().filter(|e| e.label == c && e.predicted == c).map(|e| e.index).take(a.n_targets).collect() };
+    let record_path = |src: usize| a.out.join(format!("source-{src}.json"));
+    let read_record = |src: usize| std::fs::read(record_path(src)).ok().and_then(|t| serde_json::from_slice::<TopkRecord>(&t).ok());
+
+    let (k, n) = a.shard;
+    let mine: Vec<(usize, usize)> = chosen.iter().enumerate().filter(|(j, _)| j % n == k).map(|(_, &c)| c).collect();
+    let pb = bar(mine.len() as u64, "adversarials");
+    for &(src, label) in &mine {
+        if read_record(src).is_some() {
             pb.inc(1);
             continue;
         }
-        let mut rec = TopkRecord { source: src, true_class: label, adversarial_class: 0, dgr: vec![], ours: vec![] };
-        for (gamma, slot) in [(0.0f32, 0), (0.05, 1)] {
-            let mut p = ExtractParams::default_for(lambda);
-            p.gamma = gamma;
-            p.steps = steps;
-            let req = CreateSession {
-                model: model.into(),
-                source: ImageRef::Dataset { split: split.into(), index: src },
-                adversarial: AdversarialSpec::Attack(AttackParams::mi_fgsm(eps)),
-                target_class: None,
-                n_targets,
-                target_split: split.into(),
-                extract: p.clone(),
-            };
-            let s = engine.run_session(&req, &mut |_| true)?;
-            rec.adversarial_class = s.adversarial.image.predicted;
-            let pairs: Vec<(f32, bool)> = s
-                .targets
-                .iter()
-                .map(|t| {
-                    let a = TripletAnalysis::new(&s.adversarial.datapath, &s.source.datapath, &t.datapath, p.distance, p.pattern_r);
-                    (similarity(&s.adversarial.datapath, &t.datapath), a.pattern.holds)
-                })
-                .collect();
-            if slot == 0 { rec.dgr = pairs } else { rec.ours = pairs }
+        let req = CreateSession {
+            model: model.into(),
+            source: ImageRef::Dataset { split: split.into(), index: src },
+            adversarial: AdversarialSpec::Attack(settings.attack.clone()),
+            target_class: None,
+            n_targets: a.n_targets,
+            target_split: split.into(),
+            extract: ours.clone(),
+        };
+        let s = engine.run_session(&req, &mut |p: Progress| {
+            pb.set_message(format!("#{src} {} {}/{}", p.stage, p.step, p.total));
+            true
+        })?;
+        let c = s.adversarial.image.predicted;
+        let tidx = targets_of(c);
+        let origins: Vec<String> = tidx.iter().map(|i| format!("{split} #{i}")).collect();
+        let drawn: Vec<&String> = s.targets.iter().map(|t| &t.image.origin).collect();
+        if drawn.iter().map(|o| o.as_str()).ne(origins.iter().map(String::as_str)) {
+            bail!("the session drew targets {drawn:?}, the DGR side expected {origins:?}");
         }
-        std::fs::write(&path, serde_json::to_vec(&rec)?)?;
-        records.push(rec);
+        // DGR: the source alone; the targets of class c once for the whole run.
+        pb.set_message(format!("#{src} DGR source"));
+        let (src_img, _, _) = engine.load_image(model, &ImageRef::Dataset { split: split.into(), index: src })?;
+        let dgr_src = engine.extract_images(model, &[&src_img.quantised()], &dgr)?.remove(0).datapath;
+        let cache = a.out.join(format!("dgr-targets-{c}.json"));
+        let cached: Option<Vec<(usize, aevis_shared::datapath::Datapath)>> = std::fs::read(&cache).ok().and_then(|t| serde_json::from_slice(&t).ok());
+        let dgr_targets = match cached {
+            Some(t) if t.iter().map(|(i, _)| *i).eq(tidx.iter().copied()) => t,
+            _ => {
+                pb.set_message(format!("#{src} DGR targets of class {c}"));
+                let imgs: Vec<_> = tidx.iter().map(|&i| engine.load_image(model, &ImageRef::Dataset { split: split.into(), index: i }).map(|r| r.0.quantised())).collect::<Result<_, _>>()?;
+                let refs: Vec<_> = imgs.iter().collect();
+                let t: Vec<_> = tidx.iter().copied().zip(engine.extract_images(model, &refs, &dgr)?.into_iter().map(|e| e.datapath)).collect();
+                write_atomic(&cache, &serde_json::to_vec(&t)?)?;
+                t
+            }
+        };
+        let adv = &s.adversarial.datapath;
+        let test = |src: &aevis_shared::datapath::Datapath, t: &aevis_shared::datapath::Datapath, p: &ExtractParams| {
+            (similarity(adv, t), TripletAnalysis::new(adv, src, t, p.distance, p.pattern_r).pattern)
+        };
+        let d: Vec<_> = dgr_targets.iter().map(|(_, t)| test(&dgr_src, t, &dgr)).collect();
+        let o: Vec<_> = s.targets.iter().map(|t| test(&s.source.datapath, &t.datapath, &ours)).collect();
+        let rec = TopkRecord {
+            source: src,
+            true_class: label,
+            adversarial_class: c,
+            targets: tidx,
+            dgr: d.iter().map(|(s, p)| (*s, p.holds)).collect(),
+            ours: o.iter().map(|(s, p)| (*s, p.holds)).collect(),
+            dgr_tests: d.into_iter().map(|x| x.1).collect(),
+            ours_tests: o.into_iter().map(|x| x.1).collect(),
+        };
+        write_atomic(&record_path(src), &serde_json::to_vec(&rec)?)?;
         pb.inc(1);
     }
     pb.finish_and_clear();
-    // Table: per true class and on average, Top-1/3/5 for DGR and ours.
+
+    // Table over every finished adversarial in the folder (all shards): per true class and on average.
+    let records: Vec<TopkRecord> = chosen.iter().filter_map(|&(src, _)| read_record(src)).collect();
+    if records.len() < chosen.len() {
+        println!("{} of {} adversarials are done (other shards still running?); the table covers those", records.len(), chosen.len());
+    }
     let mut table = String::from("| class | n | DGR top-1 | ours top-1 | DGR top-3 | ours top-3 | DGR top-5 | ours top-5 |\n|---|---|---|---|---|---|---|---|\n");
     let mut csv_rows = vec![];
     let score = |rs: &[&TopkRecord], k: usize, ours: bool| -> f32 {
@@ -563,9 +685,22 @@ fn topk(engine: &Engine, model: &str, split: &str, per_class: usize, n_targets: 
         table.push_str(&format!("| {name} | {} | {} |\n", rs.len(), vals.iter().map(|v| format!("{v:.3}")).collect::<Vec<_>>().join(" | ")));
         csv_rows.push((name.clone(), rs.len(), vals));
     }
+    let patterns = |ours: bool| records.iter().map(|r| (if ours { &r.ours } else { &r.dgr }).iter().filter(|p| p.1).count()).sum::<usize>();
+    let triplets: usize = records.iter().map(|r| r.ours.len()).sum();
     println!("{table}");
-    std::fs::write(out.join("table.md"), &table)?;
-    let mut w = csv::Writer::from_path(out.join("table.csv"))?;
+    println!("patterns among all {triplets} triplets: DGR {}, ours {}", patterns(false), patterns(true));
+    for (name, ours) in [("DGR", false), ("ours", true)] {
+        let tests: Vec<&aevis_shared::datapath::PatternTest> = records.iter().flat_map(|r| if ours { &r.ours_tests } else { &r.dgr_tests }).collect();
+        let mut hist = vec![0usize; tests.first().map_or(0, |t| t.r) + 1];
+        let top = hist.len() - 1;
+        for t in &tests {
+            hist[t.n_l.min(top)] += 1;
+        }
+        let mean = tests.iter().map(|t| t.n_l as f32).sum::<f32>() / tests.len().max(1) as f32;
+        println!("{name}: n_l mean {mean:.2} (histogram 0..=r: {hist:?}); diff peaks at the last layer in {} of {}", tests.iter().filter(|t| t.peak_at_last).count(), tests.len());
+    }
+    std::fs::write(a.out.join("table.md"), &table)?;
+    let mut w = csv::Writer::from_path(a.out.join("table.csv"))?;
     w.write_record(["class", "n", "dgr_top1", "ours_top1", "dgr_top3", "ours_top3", "dgr_top5", "ours_top5"])?;
     for (name, n, vals) in &csv_rows {
         let mut row = vec![name.clone(), n.to_string()];
@@ -573,7 +708,64 @@ fn topk(engine: &Engine, model: &str, split: &str, per_class: usize, n_targets: 
         w.write_record(row)?;
     }
     w.flush()?;
-    std::fs::write(out.join("table.json"), serde_json::to_vec_pretty(&csv_rows)?)?;
+    std::fs::write(a.out.join("table.json"), serde_json::to_vec_pretty(&serde_json::json!({ "settings": settings, "rows": csv_rows }))?)?;
+    Ok(())
+}
+
+/// Tunes the chain's γ on MI-FGSM triplets of `split` (training images) at
+/// the model's λ: the strongest γ at which the chained source and target
+/// datapaths, binarised, still keep their top-1 for ≥ 95 % of them (the
+/// adversarial's datapath comes first and does not depend on γ).
+fn tune_gamma(engine: &Engine, model: &str, split: &str, images: usize, gammas: &[f32], steps: usize) -> anyhow::Result<()> {
+    let info = engine.models().into_iter().find(|m| m.id == model).context("model not loaded")?;
+    let eps = if info.input[1] > 64 { 16.0 / 255.0 } else { 8.0 / 255.0 };
+    let page = engine.list_images(model, split, 0, usize::MAX, None)?;
+    let mut sources = vec![];
+    for e in page.entries.iter().filter(|e| e.label == e.predicted) {
+        if sources.len() >= images {
+            break;
+        }
+        if engine.attack(model, &AttackRequest { image: ImageRef::Dataset { split: split.into(), index: e.index }, params: AttackParams::mi_fgsm(eps) })?.success {
+            sources.push(e.index);
+        }
+    }
+    println!("γ on {} MI-FGSM triplets of `{split}` (sources {sources:?}), λ = {}, {steps} steps", sources.len(), info.lambda);
+    println!("| γ | source keeps top-1 | target keeps top-1 | d(adv, src) | d(adv, tgt) | d(src, tgt) | seconds |\n|---|---|---|---|---|---|---|");
+    let mut best: Option<f32> = None;
+    for &gamma in gammas {
+        let t0 = Instant::now();
+        let mut p = ExtractParams::for_model(&info);
+        p.gamma = gamma;
+        p.steps = steps;
+        let (mut ks, mut kt, mut d) = (0usize, 0usize, [0.0f32; 3]);
+        for &src in &sources {
+            let req = CreateSession {
+                model: model.into(),
+                source: ImageRef::Dataset { split: split.into(), index: src },
+                adversarial: AdversarialSpec::Attack(AttackParams::mi_fgsm(eps)),
+                target_class: None,
+                n_targets: 1,
+                target_split: split.into(),
+                extract: p.clone(),
+            };
+            let s = engine.run_session(&req, &mut |_| true)?;
+            ks += s.source.faithfulness.binarised_keeps_top1 as usize;
+            kt += s.targets[0].faithfulness.binarised_keeps_top1 as usize;
+            let td = aevis_shared::datapath::total_distance;
+            d[0] += td(&s.adversarial.datapath, &s.source.datapath);
+            d[1] += td(&s.adversarial.datapath, &s.targets[0].datapath);
+            d[2] += td(&s.source.datapath, &s.targets[0].datapath);
+        }
+        let m = sources.len().max(1) as f32;
+        println!("| {gamma} | {ks}/{} | {kt}/{} | {:.2} | {:.2} | {:.2} | {:.1} |", sources.len(), sources.len(), d[0] / m, d[1] / m, d[2] / m, t0.elapsed().as_secs_f32());
+        if (ks + kt) as f32 >= 0.95 * 2.0 * m {
+            best = Some(best.map_or(gamma, |b: f32| b.max(gamma)));
+        }
+    }
+    match best {
+        Some(g) => println!("tuned γ = {g} (the strongest that keeps the chain faithful); put it in the model's registry entry"),
+        None => println!("no γ qualified; try smaller values"),
+    }
     Ok(())
 }
 

@@ -136,7 +136,7 @@ async fn run(a: &ExportArgs, url: &str) -> anyhow::Result<Vec<PathBuf>> {
         Some(s) => s.clone(),
         None => {
             let eps = a.epsilon.unwrap_or(if model.input[1] > 64 { 16.0 / 255.0 } else { 8.0 / 255.0 });
-            let mut extract = ExtractParams::default_for(model.lambda);
+            let mut extract = ExtractParams::for_model(model);
             if a.steps == 0 {
                 extract.method = ExtractMethod::Fast;
             } else {

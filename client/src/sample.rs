@@ -118,6 +118,7 @@ pub fn info() -> DaemonInfo {
             gated_layers: 9,
             gates: 9 * CHANNELS,
             lambda: 0.05,
+            gamma: 0.05,
             splits: vec!["test".into()],
         }],
     }

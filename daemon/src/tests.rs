@@ -82,6 +82,7 @@ impl Compute for Fake {
             gated_layers: 2,
             gates: 6,
             lambda: 0.5,
+            gamma: 0.05,
             splits: vec!["test".into()],
         }]
     }
@@ -386,9 +387,10 @@ async fn bad_requests_get_typed_4xx() {
     assert_eq!(error_body(s, &b).kind, ErrorKind::BadRequest);
 
     // Wrong protocol version; a matching one passes.
-    let (s, _, b) = send!(svc, test::TestRequest::get().uri("/v1/info").insert_header((VERSION_HEADER, "2")));
+    let (other, ours) = ((PROTOCOL_VERSION + 1).to_string(), PROTOCOL_VERSION.to_string());
+    let (s, _, b) = send!(svc, test::TestRequest::get().uri("/v1/info").insert_header((VERSION_HEADER, other.as_str())));
     assert_eq!(error_body(s, &b).kind, ErrorKind::ProtocolVersion);
-    let (s, _, b) = send!(svc, test::TestRequest::get().uri("/v1/info").insert_header((VERSION_HEADER, "1")));
+    let (s, _, b) = send!(svc, test::TestRequest::get().uri("/v1/info").insert_header((VERSION_HEADER, ours.as_str())));
     assert_eq!(s, StatusCode::OK);
     assert_eq!(de::<DaemonInfo>(&b).models[0].id, "toy");
 
@@ -440,7 +442,7 @@ async fn bad_requests_get_typed_4xx() {
 
     // Every answer names the protocol.
     let res = test::call_service(&svc, test::TestRequest::get().uri("/v1/info").to_request()).await;
-    assert_eq!(res.headers().get(VERSION_HEADER).unwrap(), "1");
+    assert_eq!(res.headers().get(VERSION_HEADER).unwrap().to_str().unwrap(), PROTOCOL_VERSION.to_string());
     st.shutdown(Duration::from_secs(5));
 }
 

@@ -306,6 +306,7 @@ impl<B: AutodiffBackend> Loaded<B> {
             gated_layers: g.layers.len(),
             gates: g.total_gates(),
             lambda: self.spec.lambda,
+            gamma: self.spec.gamma,
             splits: self.splits.iter().map(|s| s.name.clone()).collect(),
         }
     }

@@ -52,6 +52,9 @@ pub struct ModelSpec {
     pub preprocess: Preprocess,
     /// Tuned sparsity weight of extraction.
     pub lambda: f32,
+    /// Tuned coupling γ of the constrained chain (ALGORITHMS.md's 0.05 when absent).
+    #[serde(default = "default_gamma")]
+    pub gamma: f32,
     /// Default attack budget ε.
     pub epsilon: f32,
     /// Split used for learned features and adversarial scores.
@@ -60,6 +63,10 @@ pub struct ModelSpec {
     pub features_limit: usize,
     /// Data splits.
     pub splits: Vec<SplitSpec>,
+}
+
+fn default_gamma() -> f32 {
+    0.05
 }
 
 #[derive(Debug, Deserialize)]

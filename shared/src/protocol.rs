@@ -33,7 +33,7 @@ use crate::datapath::{Datapath, DistanceForm, TripletAnalysis};
 use crate::sets::SetRegions;
 
 /// Protocol version; the major part must match between client and daemon.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Header that carries [`PROTOCOL_VERSION`].
 pub const VERSION_HEADER: &str = "x-aevis-protocol";
@@ -122,6 +122,8 @@ pub struct ModelInfo {
     pub gates: usize,
     /// The tuned λ shipped with the model.
     pub lambda: f32,
+    /// The tuned coupling γ of the constrained chain shipped with the model.
+    pub gamma: f32,
     /// Data splits available (e.g. `test`, `train`).
     pub splits: Vec<String>,
 }
@@ -314,7 +316,12 @@ pub struct ExtractParams {
 }
 
 impl ExtractParams {
-    /// ALGORITHMS.md defaults with the model's tuned λ.
+    /// The defaults with the λ and γ tuned for a model (its registry entry).
+    pub fn for_model(model: &ModelInfo) -> Self {
+        Self { gamma: model.gamma, ..Self::default_for(model.lambda) }
+    }
+
+    /// ALGORITHMS.md defaults (γ = 0.05) with the model's tuned λ.
     pub fn default_for(lambda: f32) -> Self {
         Self {
             method: ExtractMethod::Constrained,

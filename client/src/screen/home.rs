@@ -289,7 +289,7 @@ impl Home {
                 (ImageRef::Upload { bytes: Vec::new() }, AdversarialSpec::Image(ImageRef::Upload { bytes: Vec::new() }))
             }
         };
-        let mut extract = ExtractParams::default_for(model.lambda);
+        let mut extract = ExtractParams::for_model(model);
         match self.steps.trim().parse::<usize>() {
             Ok(0) => extract.method = ExtractMethod::Fast,
             Ok(n) if n <= 10_000 => extract.steps = n,
