@@ -9,6 +9,14 @@
 //! image 0, one target) is created first and waited for. The clients run in
 //! the same process on a 2-thread tokio runtime: on a 2-core machine they
 //! share the CPU with the server. `AEVIS_BENCH_LOAD_SECS` changes the 10 s.
+//!
+//! Then the end-to-end latency of contribution requests (issue 6's
+//! request): a fast-mode ResNet-56 session of the same triplet, target
+//! feature map 0 of `layer3.8.out`, a 2×2 region, earlier layer
+//! `layer2.8.out`, λ = 0.01, γ = 0.05; 20 fast requests and 5 SGD requests
+//! (50 Adam steps), each on a region not asked before (so each is computed,
+//! not read from the cache), then one repeated (answered from the cache).
+//! Time is from sending the bincode body to the decoded answer.
 
 mod common;
 
@@ -25,6 +33,7 @@ use aevis_shared::protocol::*;
 use common::*;
 
 const MODEL: &str = "cifar10-resnet20";
+const R56: &str = "cifar10-resnet56";
 const CLIENTS: usize = 32;
 const SEQUENTIAL: usize = 300;
 
@@ -71,6 +80,43 @@ fn start(cfg: DaemonConfig) -> Served {
     }
 }
 
+/// Creates a fast-mode session (MI-FGSM adversarial of test image 0, one target) and waits for it.
+async fn session(c: &reqwest::Client, base: &str, model: &str) -> String {
+    let req = CreateSession {
+        model: model.into(),
+        source: ImageRef::Dataset { split: "test".into(), index: 0 },
+        adversarial: AdversarialSpec::Attack(AttackParams::mi_fgsm(8.0 / 255.0)),
+        target_class: None,
+        n_targets: 1,
+        target_split: "test".into(),
+        extract: ExtractParams { method: ExtractMethod::Fast, ..ExtractParams::default_for(0.01) },
+    };
+    let t = Instant::now();
+    let res = c
+        .post(format!("{base}/sessions"))
+        .header("content-type", codec::BINARY_MIME)
+        .body(codec::encode(&req).expect("encode"))
+        .send()
+        .await
+        .expect("POST /sessions");
+    assert!(res.status().is_success(), "POST /sessions: {}", res.status());
+    let created: SessionCreated = codec::decode(&res.bytes().await.expect("body")).expect("SessionCreated");
+    if let Some(job) = &created.job {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let s: JobStatus = codec::decode(&c.get(format!("{base}/jobs/{job}")).send().await.expect("job").bytes().await.expect("body")).expect("JobStatus");
+            if s.state.is_final() {
+                assert_eq!(s.state, JobState::Done, "{s:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "session job not done in 300 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    println!("{model}: fast-mode session {} computed in {:.2} s (incl. attack, job queue, polling)", created.session, t.elapsed().as_secs_f64());
+    created.session
+}
+
 fn main() {
     println!("machine: {}", machine());
     let dir = tempfile::tempdir().expect("temp dir");
@@ -78,7 +124,7 @@ fn main() {
         port: 0,
         cache_dir: dir.path().join("cache"),
         device: Device::Cpu,
-        models: Some(vec![MODEL.to_string()]),
+        models: Some(vec![MODEL.to_string(), R56.to_string()]),
         ..DaemonConfig::default()
     };
     let t = Instant::now();
@@ -90,41 +136,9 @@ fn main() {
 
     rt.block_on(async {
         let c = reqwest::Client::new();
-        // One fast-mode session, computed and cached.
-        let lambda = 0.01;
-        let req = CreateSession {
-            model: MODEL.into(),
-            source: ImageRef::Dataset { split: "test".into(), index: 0 },
-            adversarial: AdversarialSpec::Attack(AttackParams::mi_fgsm(8.0 / 255.0)),
-            target_class: None,
-            n_targets: 1,
-            target_split: "test".into(),
-            extract: ExtractParams { method: ExtractMethod::Fast, ..ExtractParams::default_for(lambda) },
-        };
-        let t = Instant::now();
-        let res = c
-            .post(format!("{base}/sessions"))
-            .header("content-type", codec::BINARY_MIME)
-            .body(codec::encode(&req).expect("encode"))
-            .send()
-            .await
-            .expect("POST /sessions");
-        assert!(res.status().is_success(), "POST /sessions: {}", res.status());
-        let created: SessionCreated = codec::decode(&res.bytes().await.expect("body")).expect("SessionCreated");
-        if let Some(job) = &created.job {
-            let deadline = Instant::now() + Duration::from_secs(300);
-            loop {
-                let s: JobStatus = codec::decode(&c.get(format!("{base}/jobs/{job}")).send().await.expect("job").bytes().await.expect("body")).expect("JobStatus");
-                if s.state.is_final() {
-                    assert_eq!(s.state, JobState::Done, "{s:?}");
-                    break;
-                }
-                assert!(Instant::now() < deadline, "session job not done in 300 s");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        println!("fast-mode session {} computed in {:.2} s (incl. attack, job queue, polling)", created.session, t.elapsed().as_secs_f64());
-        let url = format!("{base}/sessions/{}", created.session);
+        let created = session(&c, &base, MODEL).await;
+        let url = format!("{base}/sessions/{created}");
+
 
         // Sequential latency, keep-alive, one client.
         let mut sizes = [0usize; 2];
@@ -205,6 +219,56 @@ fn main() {
             pct(&lat, 99.0) * 1e3
         );
         println!("goal: zero errors under load: {}", if errors == 0 && hung == 0 { "met" } else { "MISSED" });
+
+        // Contribution requests end to end, ResNet-56.
+        let id = session(&c, &base, R56).await;
+        let graph: aevis_shared::graph::LayerGraph =
+            codec::decode(&c.get(format!("{base}/models/{R56}/graph")).send().await.expect("graph").bytes().await.expect("body")).expect("LayerGraph");
+        let (target, earlier) = (graph.index_of("layer3.8.out").expect("layer3.8.out"), graph.index_of("layer2.8.out").expect("layer2.8.out"));
+        let mut rid = 0u64;
+        let mut ask = |fast: bool, y0: usize, x0: usize| {
+            rid += 1;
+            ContributionRequest {
+                target: ContributionTarget::FeatureMap { layer: target, channel: 0, region: Some(Region { y0, y1: y0 + 2, x0, x1: x0 + 2 }) },
+                earlier,
+                fast,
+                lambda: 0.01,
+                gamma: 0.05,
+                steps: 50,
+                request_id: rid,
+            }
+        };
+        let post = |r: ContributionRequest| {
+            let c = c.clone();
+            let url = format!("{base}/sessions/{id}/contribution");
+            async move {
+                let t = Instant::now();
+                let res = c.post(url).header("content-type", codec::BINARY_MIME).body(codec::encode(&r).expect("encode")).send().await.expect("POST contribution");
+                assert!(res.status().is_success(), "POST contribution: {}", res.status());
+                let a: ContributionResult = codec::decode(&res.bytes().await.expect("body")).expect("ContributionResult");
+                assert_eq!(a.contributions[0].len(), 32, "layer2.8.out has 32 feature maps");
+                t.elapsed()
+            }
+        };
+        let mut fast = vec![];
+        for k in 0..20 {
+            fast.push(post(ask(true, k / 4, 2 * (k % 4) % 7)).await);
+        }
+        let mut sgd = vec![];
+        for k in 0..5 {
+            sgd.push(post(ask(false, 6, k)).await);
+        }
+        let mut cached = vec![];
+        for _ in 0..50 {
+            cached.push(post(ask(true, 0, 0)).await);
+        }
+        for l in [&mut fast, &mut sgd, &mut cached] {
+            l.sort();
+        }
+        println!("POST /v1/sessions/{{id}}/contribution, ResNet-56, 3 images, layer3.8.out ← layer2.8.out:");
+        println!("  fast, 20 new regions: median {:.1} ms (min {:.1}, max {:.1}); goal < 100 ms: {}", pct(&fast, 50.0) * 1e3, fast[0].as_secs_f64() * 1e3, fast[19].as_secs_f64() * 1e3, if pct(&fast, 50.0) < 0.1 { "met" } else { "MISSED" });
+        println!("  SGD 50 steps, 5 new regions: median {:.0} ms (min {:.0}, max {:.0}); goal < 1 s: {}", pct(&sgd, 50.0) * 1e3, sgd[0].as_secs_f64() * 1e3, sgd[4].as_secs_f64() * 1e3, if pct(&sgd, 50.0) < 1.0 { "met" } else { "MISSED" });
+        println!("  cached (the same request 50 times): median {:.2} ms, p99 {:.2} ms", pct(&cached, 50.0) * 1e3, pct(&cached, 99.0) * 1e3);
     });
     (served.stop)();
 }
