@@ -533,6 +533,12 @@ struct TopkRecord {
     /// Per method: the pattern test of each target (`n_l`, peak at the last layer).
     dgr_tests: Vec<aevis_shared::datapath::PatternTest>,
     ours_tests: Vec<aevis_shared::datapath::PatternTest>,
+    /// Per method and target: `d_l(adv, src)` and `d_l(adv, tgt)` per gated layer (absent in
+    /// records of the first runs), so other pattern rules can be checked afterwards.
+    #[serde(default)]
+    dgr_distances: Vec<(Vec<f32>, Vec<f32>)>,
+    #[serde(default)]
+    ours_distances: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
 /// Writes a file whole or not at all (two shards may share the folder).
@@ -646,7 +652,8 @@ fn topk(engine: &Engine, a: &TopkArgs) -> anyhow::Result<()> {
         };
         let adv = &s.adversarial.datapath;
         let test = |src: &aevis_shared::datapath::Datapath, t: &aevis_shared::datapath::Datapath, p: &ExtractParams| {
-            (similarity(adv, t), TripletAnalysis::new(adv, src, t, p.distance, p.pattern_r).pattern)
+            let a = TripletAnalysis::new(adv, src, t, p.distance, p.pattern_r);
+            (similarity(adv, t), a.pattern, (a.adv_src, a.adv_tgt))
         };
         let d: Vec<_> = dgr_targets.iter().map(|(_, t)| test(&dgr_src, t, &dgr)).collect();
         let o: Vec<_> = s.targets.iter().map(|t| test(&s.source.datapath, &t.datapath, &ours)).collect();
@@ -655,10 +662,12 @@ fn topk(engine: &Engine, a: &TopkArgs) -> anyhow::Result<()> {
             true_class: label,
             adversarial_class: c,
             targets: tidx,
-            dgr: d.iter().map(|(s, p)| (*s, p.holds)).collect(),
-            ours: o.iter().map(|(s, p)| (*s, p.holds)).collect(),
-            dgr_tests: d.into_iter().map(|x| x.1).collect(),
-            ours_tests: o.into_iter().map(|x| x.1).collect(),
+            dgr: d.iter().map(|(s, p, _)| (*s, p.holds)).collect(),
+            ours: o.iter().map(|(s, p, _)| (*s, p.holds)).collect(),
+            dgr_tests: d.iter().map(|x| x.1).collect(),
+            ours_tests: o.iter().map(|x| x.1).collect(),
+            dgr_distances: d.into_iter().map(|x| x.2).collect(),
+            ours_distances: o.into_iter().map(|x| x.2).collect(),
         };
         write_atomic(&record_path(src), &serde_json::to_vec(&rec)?)?;
         pb.inc(1);
