@@ -708,6 +708,31 @@ fn topk(engine: &Engine, a: &TopkArgs) -> anyhow::Result<()> {
         let mean = tests.iter().map(|t| t.n_l as f32).sum::<f32>() / tests.len().max(1) as f32;
         println!("{name}: n_l mean {mean:.2} (histogram 0..=r: {hist:?}); diff peaks at the last layer in {} of {}", tests.iter().filter(|t| t.peak_at_last).count(), tests.len());
     }
+    // The same test over the block outputs only (the per-layer series of a residual network
+    // alternates between a block's inner layers and its output, which caps n_l near r/2).
+    let outs = engine.graph(model)?.block_outputs();
+    let ours_r = ours.pattern_r;
+    for (name, ours) in [("DGR", false), ("ours", true)] {
+        let series: Vec<&(Vec<f32>, Vec<f32>)> = records.iter().flat_map(|r| if ours { &r.ours_distances } else { &r.dgr_distances }).collect();
+        let tests: Vec<aevis_shared::datapath::PatternTest> = series
+            .iter()
+            .map(|(s, t)| {
+                let diff: Vec<f32> = outs.iter().filter_map(|&i| Some(s.get(i)? - t.get(i)?)).collect();
+                aevis_shared::datapath::pattern_test(&diff, ours_r)
+            })
+            .collect();
+        if tests.is_empty() {
+            continue;
+        }
+        let mean = tests.iter().map(|t| t.n_l as f32).sum::<f32>() / tests.len() as f32;
+        println!(
+            "{name}, over the {} block outputs only ({} triplets with distances kept): patterns {}, n_l mean {mean:.2}, diff peaks at the last block in {}",
+            outs.len(),
+            tests.len(),
+            tests.iter().filter(|t| t.holds).count(),
+            tests.iter().filter(|t| t.peak_at_last).count()
+        );
+    }
     std::fs::write(a.out.join("table.md"), &table)?;
     let mut w = csv::Writer::from_path(a.out.join("table.csv"))?;
     w.write_record(["class", "n", "dgr_top1", "ours_top1", "dgr_top3", "ours_top3", "dgr_top5", "ours_top5"])?;

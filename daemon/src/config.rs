@@ -177,6 +177,18 @@ impl DaemonConfig {
     }
 }
 
+/// `--data`, else `AEVIS_DATA`, else `../shared/data` beside the checkout.
+fn default_data_dir() -> PathBuf {
+    #[cfg(feature = "engine")]
+    {
+        aevis_models::data::default_data_dir()
+    }
+    #[cfg(not(feature = "engine"))]
+    {
+        std::env::var_os("AEVIS_DATA").map_or_else(|| PathBuf::from("../shared/data"), PathBuf::from)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,17 +220,5 @@ mod tests {
         assert!(e.contains("without a token"), "{e}");
         let cli = Cli::parse_from(["aevis-daemon", "--address", "0.0.0.0", "--token", "s3cret"]);
         assert_eq!(DaemonConfig::from_cli(cli).unwrap().token.as_deref(), Some("s3cret"));
-    }
-}
-
-/// `--data`, else `AEVIS_DATA`, else `../shared/data` beside the checkout.
-fn default_data_dir() -> PathBuf {
-    #[cfg(feature = "engine")]
-    {
-        aevis_models::data::default_data_dir()
-    }
-    #[cfg(not(feature = "engine"))]
-    {
-        std::env::var_os("AEVIS_DATA").map_or_else(|| PathBuf::from("../shared/data"), PathBuf::from)
     }
 }

@@ -69,4 +69,34 @@ impl LayerGraph {
         }
         out
     }
+
+    /// Indices of the last gated layer of each block, in order: the block
+    /// outputs (for a residual block, the layer after the addition; for a
+    /// stem, the stem). A per-layer series restricted to these no longer
+    /// alternates between a block's inner layers and its output.
+    pub fn block_outputs(&self) -> Vec<usize> {
+        (0..self.layers.len()).filter(|&i| self.layers.get(i + 1).is_none_or(|next| next.block != self.layers[i].block)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(name: &str, block: &str) -> GatedLayer {
+        GatedLayer { name: name.into(), channels: 1, height: 1, width: 1, inputs: vec![], stage: "s".into(), block: block.into() }
+    }
+
+    #[test]
+    fn block_outputs_are_the_last_layer_of_each_block() {
+        let g = LayerGraph {
+            model: "m".into(),
+            input: [3, 1, 1],
+            num_classes: 2,
+            layers: vec![layer("conv1", "conv1"), layer("b0.conv1", "b0"), layer("b0.out", "b0"), layer("b1.conv1", "b1"), layer("b1.conv2", "b1"), layer("b1.out", "b1")],
+        };
+        assert_eq!(g.block_outputs(), vec![0, 2, 5]);
+        let empty = LayerGraph { layers: vec![], ..g };
+        assert!(empty.block_outputs().is_empty());
+    }
 }
