@@ -50,6 +50,9 @@ pub struct ExportArgs {
     /// Optimiser steps of the extraction (0 = the fast mode).
     #[arg(long, default_value_t = 100)]
     steps: usize,
+    /// γ of the constrained chain (default: the model's tuned value from the registry).
+    #[arg(long)]
+    gamma: Option<f32>,
     /// Layer to show (name; default: the diverging point, else the merging point).
     #[arg(long)]
     layer: Option<String>,
@@ -137,6 +140,9 @@ async fn run(a: &ExportArgs, url: &str) -> anyhow::Result<Vec<PathBuf>> {
         None => {
             let eps = a.epsilon.unwrap_or(if model.input[1] > 64 { 16.0 / 255.0 } else { 8.0 / 255.0 });
             let mut extract = ExtractParams::for_model(model);
+            if let Some(g) = a.gamma {
+                extract.gamma = g;
+            }
             if a.steps == 0 {
                 extract.method = ExtractMethod::Fast;
             } else {
