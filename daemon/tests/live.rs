@@ -60,7 +60,16 @@ struct Daemon {
 
 impl Daemon {
     async fn start(cfg: &DaemonConfig) -> Daemon {
-        let cache = Cache::open(&cfg.cache_dir).expect("open the cache");
+        // After an in-process stop, actix's worker threads can still hold the
+        // previous state (and so the folder's lock) for a moment: wait for it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let cache = loop {
+            match Cache::open(&cfg.cache_dir) {
+                Ok(c) => break c,
+                Err(CacheError::InUse { .. }) if Instant::now() < deadline => actix_web::rt::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => panic!("open the cache: {e:?}"),
+            }
+        };
         let state = web::Data::new(AppState::with_shared_engine(engine(), cache, cfg).expect("daemon state"));
         let (server, addr) = bind(cfg, state.clone()).expect("bind");
         let handle = server.handle();
