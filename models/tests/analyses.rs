@@ -115,6 +115,19 @@ fn extraction_keeps_the_top1_repeats_and_gamma_zero_decouples() {
     // Fast mode and DGR's loss run and keep the top-1 with their binarised datapath.
     let fast = extract_batch(&net, x1.clone(), &[], &quick(ExtractMethod::Fast, 0.0), "t", &mut none).unwrap().remove(0);
     assert!(fast.faithfulness.binarised_keeps_top1);
+    assert!(fast.faithfulness.kept_overall < 1.0, "fast mode pruned nothing");
+    // The same claim checked by a forward of its own, with the binarised gates.
+    let gates: aevis_models::net::Gates<B> = fast
+        .datapath
+        .gates
+        .iter()
+        .map(|l| {
+            let bin: Vec<f32> = l.iter().map(|&v| if v >= 0.5 { 1.0 } else { 0.0 }).collect();
+            Some(aevis_models::net::Gate { z: ops::from_rows::<B>(&[bin], &Default::default()), mask: None })
+        })
+        .collect();
+    let top = ops::argmax(&ops::rows(net.forward(x1.clone(), &gates, &[]).logits.inner())[0]);
+    assert_eq!(top, fast.top1, "the binarised fast datapath does not keep the top-1");
     let dgr = extract_batch(&net, x1.clone(), &[], &quick(ExtractMethod::DgrLoss, 0.0), "t", &mut none).unwrap().remove(0);
     assert!(dgr.faithfulness.continuous_keeps_top1);
     // Cancel between steps.
