@@ -378,7 +378,7 @@ fn attack(
     out: &std::path::Path,
 ) -> anyhow::Result<()> {
     let info = engine.models().into_iter().find(|m| m.id == model).context("model not loaded")?;
-    let default_eps = if info.input[1] > 64 { 16.0 / 255.0 } else { 8.0 / 255.0 };
+    let default_eps = info.default_epsilon();
     let params = AttackParams { kind: attack_kind(kind)?, epsilon: epsilon.unwrap_or(default_eps), steps, momentum: 1.0, target, seed: 0 };
     let pb = bar(limit as u64, "attacking");
     let req = CandidatesRequest { split: split.into(), offset, limit, params: params.clone() };
@@ -452,7 +452,7 @@ fn method_params(method: &str, steps: usize, lambda: f32) -> anyhow::Result<Extr
 #[allow(clippy::too_many_arguments)]
 fn extract(engine: &Engine, model: &str, split: &str, source: usize, targets: usize, method: &str, steps: usize, lambda: Option<f32>, out: &std::path::Path) -> anyhow::Result<()> {
     let info = engine.models().into_iter().find(|m| m.id == model).context("model not loaded")?;
-    let eps = if info.input[1] > 64 { 16.0 / 255.0 } else { 8.0 / 255.0 };
+    let eps = info.default_epsilon();
     let req = CreateSession {
         model: model.into(),
         source: ImageRef::Dataset { split: split.into(), index: source },
@@ -563,7 +563,7 @@ fn topk(engine: &Engine, a: &TopkArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
     let info = engine.models().into_iter().find(|m| m.id == model).context("model not loaded")?;
     let classes = info.classes.len();
-    let eps = if info.input[1] > 64 { 16.0 / 255.0 } else { 8.0 / 255.0 };
+    let eps = info.default_epsilon();
     let mut ours = ExtractParams::for_model(&info);
     ours.steps = a.steps;
     if let Some(g) = a.gamma {
@@ -752,7 +752,7 @@ fn topk(engine: &Engine, a: &TopkArgs) -> anyhow::Result<()> {
 /// adversarial's datapath comes first and does not depend on γ).
 fn tune_gamma(engine: &Engine, model: &str, split: &str, images: usize, gammas: &[f32], steps: usize) -> anyhow::Result<()> {
     let info = engine.models().into_iter().find(|m| m.id == model).context("model not loaded")?;
-    let eps = if info.input[1] > 64 { 16.0 / 255.0 } else { 8.0 / 255.0 };
+    let eps = info.default_epsilon();
     let page = engine.list_images(model, split, 0, usize::MAX, None)?;
     let mut sources = vec![];
     for e in page.entries.iter().filter(|e| e.label == e.predicted) {

@@ -138,7 +138,7 @@ async fn run(a: &ExportArgs, url: &str) -> anyhow::Result<Vec<PathBuf>> {
     let session_id = match &a.session {
         Some(s) => s.clone(),
         None => {
-            let eps = a.epsilon.unwrap_or(if model.input[1] > 64 { 16.0 / 255.0 } else { 8.0 / 255.0 });
+            let eps = a.epsilon.unwrap_or(model.default_epsilon());
             let mut extract = ExtractParams::for_model(model);
             if let Some(g) = a.gamma {
                 extract.gamma = g;

@@ -315,6 +315,14 @@ pub struct ExtractParams {
     pub pattern_r: usize,
 }
 
+impl ModelInfo {
+    /// The attack budget the commands use when none is given: 16/255 for
+    /// ImageNet-size inputs (the paper's NIPS 2017 setting), 8/255 for CIFAR-size ones.
+    pub fn default_epsilon(&self) -> f32 {
+        if self.input[1] > 64 { 16.0 / 255.0 } else { 8.0 / 255.0 }
+    }
+}
+
 impl ExtractParams {
     /// The defaults with the λ and γ tuned for a model (its registry entry).
     pub fn for_model(model: &ModelInfo) -> Self {
@@ -672,4 +680,27 @@ pub struct ContributionResult {
     pub receptive_field: Option<Region>,
     /// Milliseconds of compute.
     pub millis: f32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_epsilon_follows_the_input_size() {
+        let info = |side: usize| ModelInfo {
+            id: "m".into(),
+            arch: "a".into(),
+            dataset: "d".into(),
+            input: [3, side, side],
+            classes: vec![],
+            gated_layers: 0,
+            gates: 0,
+            lambda: 0.01,
+            gamma: 0.001,
+            splits: vec![],
+        };
+        assert_eq!(info(32).default_epsilon(), 8.0 / 255.0);
+        assert_eq!(info(224).default_epsilon(), 16.0 / 255.0);
+    }
 }
