@@ -19,8 +19,10 @@ use aevis_shared::datapath::Datapath;
 use aevis_shared::protocol::{ExtractMethod, ExtractParams, Faithfulness, Progress};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData, activation};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::host::HostNet;
 use crate::net::{Gate, Gates, Network};
 use crate::ops;
 
@@ -76,6 +78,22 @@ pub(crate) fn top1_with<B: AutodiffBackend>(net: &Network<B>, x: &Tensor<B, 4>, 
     ops::rows(logits.inner()).iter().map(|r| ops::argmax(r)).collect()
 }
 
+/// Which implementation runs the gate steps of the full mode (forward,
+/// loss and backward to the gates, 100 times per datapath). Both compute
+/// the same loss and gradient (to float rounding; checked by tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StepEngine {
+    /// The host step on the CPU backend when it covers the network, else burn.
+    #[default]
+    Auto,
+    /// burn's autodiff on the network's own backend.
+    Burn,
+    /// The host step (`models/src/host`): CPU only, for networks of
+    /// convolutions (groups = 1), ReLU, additions, option-A shortcuts,
+    /// pooling to a vector and linear layers (the CIFAR ResNets).
+    Host,
+}
+
 /// Extracts the datapaths of a batch of images that share the same
 /// constraints (`fixed`, the datapaths already extracted in the chain).
 ///
@@ -88,6 +106,23 @@ pub fn extract_batch<B: AutodiffBackend>(
     params: &ExtractParams,
     stage: &str,
     progress: &mut ProgressFn<'_>,
+) -> Result<Vec<Extracted>> {
+    extract_batch_with(net, x, fixed, params, stage, progress, StepEngine::Auto)
+}
+
+/// [`extract_batch`] with the gate-step implementation chosen (benchmarks
+/// and the tests that compare the two use this).
+///
+/// # Shapes
+/// - `x`: `[n, 3, h, w]`
+pub fn extract_batch_with<B: AutodiffBackend>(
+    net: &Network<B>,
+    x: Tensor<B, 4>,
+    fixed: &[Datapath],
+    params: &ExtractParams,
+    stage: &str,
+    progress: &mut ProgressFn<'_>,
+    engine: StepEngine,
 ) -> Result<Vec<Extracted>> {
     check(params)?;
     let widths = net.graph().widths();
@@ -119,7 +154,24 @@ pub fn extract_batch<B: AutodiffBackend>(
                 let n = top1.len();
                 (p0_t, top1, vec![vec![1.0; total]; n])
             };
-            let (best, losses, steps) = optimise(net, &x, &p0_t, &top1, &fixed_flat, params, init, stage, progress)?;
+            let host = match engine {
+                StepEngine::Burn => None,
+                StepEngine::Auto if std::any::TypeId::of::<B>() != std::any::TypeId::of::<crate::backend::Cpu>() => None,
+                StepEngine::Auto => HostNet::from_network(net).ok(),
+                StepEngine::Host => Some(HostNet::from_network(net).map_err(|what| {
+                    Error::BadInput(format!("the host gate step does not cover {}: it has {what}", net.graph().model))
+                })?),
+            };
+            let (best, losses, steps) = match host {
+                Some(h) => {
+                    let mut step = host_step(&h, &x, &p0_t, &fixed_flat, params);
+                    optimise(net, &x, &p0_t, &top1, &fixed_flat, params, init, stage, progress, &mut step)?
+                }
+                None => {
+                    let mut step = burn_step(net, &x, &p0_t, &fixed_flat, params);
+                    optimise(net, &x, &p0_t, &top1, &fixed_flat, params, init, stage, progress, &mut step)?
+                }
+            };
             let binar: Vec<Vec<f32>> = best.iter().map(|z| z.iter().map(|&v| if v >= params.tau { 1.0 } else { 0.0 }).collect()).collect();
             let bin_top = top1_with(net, &x, &binar);
             // Checked by a forward of its own (one in a hundred steps), not taken from the bookkeeping.
@@ -145,43 +197,46 @@ pub fn extract_batch<B: AutodiffBackend>(
         .collect())
 }
 
-/// The gradient-based optimisation (Adam on Eq. 5, or DGR's own loss with SGD).
-#[allow(clippy::too_many_arguments, clippy::type_complexity)]
-fn optimise<B: AutodiffBackend>(
-    net: &Network<B>,
-    x: &Tensor<B, 4>,
-    p0: &Tensor<B, 2>,
-    top1: &[usize],
+/// One gate step of the full mode at gates `z` (`[n][total]`), on the
+/// chosen implementation: per-image loss, top-1 and gradient. For the tests
+/// that hold the host step to burn's autodiff.
+///
+/// # Shapes
+/// - `x`: `[n, 3, h, w]`
+#[doc(hidden)]
+#[allow(clippy::type_complexity)] // a public signature: the private alias would hide what it returns
+pub fn gate_step<B: AutodiffBackend>(net: &Network<B>, x: Tensor<B, 4>, z: &[Vec<f32>], fixed: &[Datapath], params: &ExtractParams, engine: StepEngine) -> Result<(Vec<f32>, Vec<usize>, Vec<Vec<f32>>)> {
+    let fixed: Vec<Vec<f32>> = fixed.iter().map(Datapath::flat).collect();
+    let p0 = activation::softmax(net.logits(x.clone()), 1).detach();
+    Ok(match engine {
+        StepEngine::Burn => burn_step(net, &x, &p0, &fixed, params)(z),
+        _ => {
+            let host = HostNet::from_network(net).map_err(|what| Error::BadInput(format!("the host gate step does not cover {what}")))?;
+            host_step(&host, &x, &p0, &fixed, params)(z)
+        }
+    })
+}
+
+/// One gate step: per-image loss, top-1 and gradient with respect to the gates at `z`.
+type StepFn<'a> = dyn FnMut(&[Vec<f32>]) -> StepOut + 'a;
+
+/// Per-image loss, top-1 and gate gradient.
+type StepOut = (Vec<f32>, Vec<usize>, Vec<Vec<f32>>);
+
+/// The gate step through burn's autodiff.
+fn burn_step<'a, B: AutodiffBackend>(
+    net: &'a Network<B>,
+    x: &'a Tensor<B, 4>,
+    p0: &'a Tensor<B, 2>,
     fixed: &[Vec<f32>],
-    params: &ExtractParams,
-    init: Vec<Vec<f32>>,
-    stage: &str,
-    progress: &mut ProgressFn<'_>,
-) -> Result<(Vec<Vec<f32>>, Vec<f32>, Vec<usize>)> {
+    params: &'a ExtractParams,
+) -> impl FnMut(&[Vec<f32>]) -> StepOut + 'a {
     let device = net.device().clone();
     let widths = net.graph().widths();
-    let total: usize = widths.iter().sum();
-    let n = top1.len();
     let dgr = params.method == ExtractMethod::DgrLoss;
-    let mut z = init;
-    let mut best = vec![vec![1.0f32; total]; n];
-    let mut best_loss = vec![f32::INFINITY; n];
-    let (mut m, mut v) = (vec![vec![0.0f32; total]; n], vec![vec![0.0f32; total]; n]);
-    let (b1, b2, eps_adam) = (0.9f32, 0.999f32, 1e-8f32);
     let fixed_t: Vec<Tensor<B, 2>> = fixed.iter().map(|f| ops::from_rows::<B>(std::slice::from_ref(f), &device)).collect();
-    // Early stopping is per image (its own loss), so a datapath does not
-    // depend on the other images of the batch; a settled image is frozen.
-    let mut prev = vec![f32::INFINITY; n];
-    let mut settled = vec![0usize; n];
-    let mut active = vec![true; n];
-    let mut steps_taken = vec![0usize; n];
-    // The ungated start always keeps the top-1: it is the first feasible candidate.
-    let ones_loss = params.lambda;
-    for i in 0..n {
-        best_loss[i] = if dgr { f32::INFINITY } else { ones_loss + params.gamma * dist_sum(&best[i], fixed) };
-    }
-    for step in 0..params.steps {
-        let zt = ops::from_rows::<B>(&z, &device).require_grad();
+    move |z: &[Vec<f32>]| {
+        let zt = ops::from_rows::<B>(z, &device).require_grad();
         let logits = net.forward(x.clone(), &gates_from_flat(&zt, &widths), &[]).logits;
         let fit = if dgr {
             // Cross-entropy to the ungated softmax, per image.
@@ -201,6 +256,123 @@ fn optimise<B: AutodiffBackend>(
         let pred: Vec<usize> = ops::rows(logits.inner()).iter().map(|r| ops::argmax(r)).collect();
         let grads = loss.sum().backward();
         let g = ops::rows(zt.grad(&grads).expect("gates require grad"));
+        (per_image, pred, g)
+    }
+}
+
+/// The gate step on the host ([`HostNet`]), one image after another: the
+/// same loss as [`burn_step`], its gradient written out.
+fn host_step<'a, B: AutodiffBackend>(
+    host: &'a HostNet,
+    x: &Tensor<B, 4>,
+    p0: &Tensor<B, 2>,
+    fixed: &'a [Vec<f32>],
+    params: &'a ExtractParams,
+) -> impl FnMut(&[Vec<f32>]) -> StepOut + 'a {
+    let pixels = ops::host(x.clone());
+    let xs: Vec<Vec<f32>> = pixels.chunks(host.input_len()).map(<[f32]>::to_vec).collect();
+    let p0 = ops::rows(p0.clone());
+    // One image per core: the kernels are single-threaded (at batch 1 on
+    // CIFAR shapes a second thread per layer costs more than it saves), so
+    // the cores share the images of a batch. Each image's numbers do not
+    // depend on which thread or batch computed them.
+    move |z: &[Vec<f32>]| {
+        let per: Vec<(f32, usize, Vec<f32>)> = xs
+            .par_iter()
+            .zip(z)
+            .zip(&p0)
+            .map(|((xi, zi), p0i)| {
+                let tape = host.forward(xi, zi);
+                let (loss, dlogits, mut g) = loss_and_grad(tape.logits(), p0i, zi, fixed, params);
+                let through = host.backward(&tape, zi, &dlogits);
+                g.iter_mut().zip(through).for_each(|(a, b)| *a += b);
+                (loss, ops::argmax(tape.logits()), g)
+            })
+            .collect();
+        let mut out = (vec![], vec![], vec![]);
+        for (loss, pred, g) in per {
+            out.0.push(loss);
+            out.1.push(pred);
+            out.2.push(g);
+        }
+        out
+    }
+}
+
+/// One image's loss (Eq. 5, or DGR's) from its logits and gates, with the
+/// gradient with respect to the logits and the direct gradient with respect
+/// to the gates (sparsity and γ terms), as burn's autodiff computes them.
+pub(crate) fn loss_and_grad(logits: &[f32], p0: &[f32], z: &[f32], fixed: &[Vec<f32>], params: &ExtractParams) -> (f32, Vec<f32>, Vec<f32>) {
+    let dgr = params.method == ExtractMethod::DgrLoss;
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+    let sum: f32 = exp.iter().sum();
+    let p: Vec<f32> = exp.iter().map(|e| e / sum).collect();
+    let (fit, dlogits) = if dgr {
+        let log_sum = sum.ln();
+        let fit = -p0.iter().zip(logits).map(|(q, l)| q * (l - max - log_sum)).sum::<f32>();
+        let mass: f32 = p0.iter().sum();
+        (fit, p.iter().zip(p0).map(|(pk, qk)| pk * mass - qk).collect())
+    } else {
+        let fit = p0.iter().zip(&p).map(|(q, pk)| (q - pk) * (q - pk)).sum::<f32>();
+        // ∂fit/∂p = 2(p − p0), then through the softmax Jacobian diag(p) − p pᵀ.
+        let u: Vec<f32> = p.iter().zip(p0).map(|(pk, qk)| 2.0 * (pk - qk)).collect();
+        let pu: f32 = p.iter().zip(&u).map(|(a, b)| a * b).sum();
+        (fit, p.iter().zip(&u).map(|(pk, uk)| pk * (uk - pu)).collect())
+    };
+    let total = z.len() as f32;
+    let (sparsity, mut dz): (f32, Vec<f32>) = if dgr {
+        (params.lambda * z.iter().map(|v| v.abs()).sum::<f32>(), z.iter().map(|&v| params.lambda * if v > 0.0 { 1.0 } else if v < 0.0 { -1.0 } else { 0.0 }).collect())
+    } else {
+        (params.lambda * z.iter().sum::<f32>() / total, vec![params.lambda / total; z.len()])
+    };
+    let mut loss = fit + sparsity;
+    if params.gamma > 0.0 {
+        for f in fixed {
+            let d = (z.iter().zip(f).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() + 1e-12).sqrt();
+            loss += params.gamma * d;
+            dz.iter_mut().zip(z.iter().zip(f)).for_each(|(g, (a, b))| *g += params.gamma * (a - b) / d);
+        }
+    }
+    (loss, dlogits, dz)
+}
+
+/// The gradient-based optimisation (Adam on Eq. 5, or DGR's own loss with SGD).
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn optimise<B: AutodiffBackend>(
+    net: &Network<B>,
+    x: &Tensor<B, 4>,
+    p0: &Tensor<B, 2>,
+    top1: &[usize],
+    fixed: &[Vec<f32>],
+    params: &ExtractParams,
+    init: Vec<Vec<f32>>,
+    stage: &str,
+    progress: &mut ProgressFn<'_>,
+    gate_step: &mut StepFn<'_>,
+) -> Result<(Vec<Vec<f32>>, Vec<f32>, Vec<usize>)> {
+    let widths = net.graph().widths();
+    let total: usize = widths.iter().sum();
+    let n = top1.len();
+    let dgr = params.method == ExtractMethod::DgrLoss;
+    let mut z = init;
+    let mut best = vec![vec![1.0f32; total]; n];
+    let mut best_loss = vec![f32::INFINITY; n];
+    let (mut m, mut v) = (vec![vec![0.0f32; total]; n], vec![vec![0.0f32; total]; n]);
+    let (b1, b2, eps_adam) = (0.9f32, 0.999f32, 1e-8f32);
+    // Early stopping is per image (its own loss), so a datapath does not
+    // depend on the other images of the batch; a settled image is frozen.
+    let mut prev = vec![f32::INFINITY; n];
+    let mut settled = vec![0usize; n];
+    let mut active = vec![true; n];
+    let mut steps_taken = vec![0usize; n];
+    // The ungated start always keeps the top-1: it is the first feasible candidate.
+    let ones_loss = params.lambda;
+    for i in 0..n {
+        best_loss[i] = if dgr { f32::INFINITY } else { ones_loss + params.gamma * dist_sum(&best[i], fixed) };
+    }
+    for step in 0..params.steps {
+        let (per_image, pred, g) = gate_step(&z);
         for i in 0..n {
             if pred[i] == top1[i] && per_image[i] < best_loss[i] {
                 best_loss[i] = per_image[i];

@@ -7,6 +7,7 @@ pub mod contribution;
 pub mod data;
 pub mod error;
 pub mod extract;
+pub(crate) mod host;
 pub mod net;
 pub mod ops;
 pub mod registry;

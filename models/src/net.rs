@@ -227,6 +227,16 @@ impl<B: Backend> Network<B> {
         })
     }
 
+    /// The operations, in evaluation order (node 0 is the input).
+    pub(crate) fn nodes(&self) -> &[Node<B>] {
+        &self.nodes
+    }
+
+    /// Node index of every gated layer.
+    pub(crate) fn gated_nodes(&self) -> &[usize] {
+        &self.gated
+    }
+
     /// Node index of the logits.
     pub(crate) fn output_node(&self) -> usize {
         self.nodes.len() - 1
