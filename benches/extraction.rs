@@ -11,7 +11,9 @@
 //! adversarial (ε = 8/255, T = 10, 8-bit quantised) and the first test image
 //! of the adversarial class that the model gets right (target). λ = 0.01 and
 //! γ = 0.001 (the registry's tuned values), the defaults otherwise;
-//! `triplet_full_early` adds early stopping (tolerance 1e-3, patience 5).
+//! `triplet_full_early` adds early stopping (tolerance 1e-3, patience 5);
+//! `triplet_full_burn` runs the full mode's gate steps through burn's
+//! autodiff instead of the host step (`StepEngine::Burn`), for comparison.
 //!
 //! Contribution: target = feature map 0 of `layer3.8.out` (the last gated
 //! layer, 8×8), region rows 3..5 × columns 3..5; earlier layer = `layer2.8.out`,
@@ -26,7 +28,7 @@ use aevis_models::attack::attack;
 use aevis_models::backend::Cpu;
 use aevis_models::contribution::{ContributionSettings, contribution};
 use aevis_models::data::Image;
-use aevis_models::extract::{Extracted, extract_batch};
+use aevis_models::extract::{Extracted, StepEngine, extract_batch_with};
 use aevis_models::net::Network;
 use aevis_models::ops;
 use aevis_shared::datapath::Datapath;
@@ -70,9 +72,9 @@ fn triplet(net: &Network<Cpu>) -> Triplet {
 }
 
 /// The chain of `run_session`: adversarial, source (fixed: adversarial), target (fixed: both).
-fn chain(net: &Network<Cpu>, t: &Triplet, params: &ExtractParams) -> [Extracted; 3] {
+fn chain(net: &Network<Cpu>, t: &Triplet, params: &ExtractParams, engine: StepEngine) -> [Extracted; 3] {
     let run = |x: &Tensor<Cpu, 4>, fixed: &[Datapath]| {
-        extract_batch(net, x.clone(), fixed, params, "bench", &mut |_| true).expect("extract").remove(0)
+        extract_batch_with(net, x.clone(), fixed, params, "bench", &mut |_| true, engine).expect("extract").remove(0)
     };
     let a = run(&t.adv, &[]);
     let s = run(&t.src, &[a.datapath.clone()]);
@@ -107,19 +109,19 @@ fn main() {
     {
         let mut g = c.benchmark_group(GROUP);
         g.sampling_mode(SamplingMode::Flat);
-        g.bench_function("triplet_fast", |b| b.iter(|| chain(&net, &t, &fast)));
+        g.bench_function("triplet_fast", |b| b.iter(|| chain(&net, &t, &fast, StepEngine::Auto)));
         g.bench_function("contribution_fast", |b| b.iter(|| contribution(&net, t.three.clone(), &settings(true), &|| false).expect("contribution")));
         g.measurement_time(Duration::from_secs(8));
         g.bench_function("contribution_sgd50", |b| b.iter(|| contribution(&net, t.three.clone(), &settings(false), &|| false).expect("contribution")));
         g.finish();
     }
-    let plain = |name: &str, params: &ExtractParams| {
+    let plain = |name: &str, params: &ExtractParams, engine: StepEngine| {
         if !selected(name) {
             return None;
         }
         let mut kept = vec![];
         let times = timed_runs(runs(3), false, || {
-            let r = chain(&net, &t, params);
+            let r = chain(&net, &t, params, engine);
             kept.push(r.iter().map(|e| (e.faithfulness.steps, e.faithfulness.kept_overall)).collect::<Vec<_>>());
         });
         let m = median(&times);
@@ -133,8 +135,11 @@ fn main() {
         );
         Some(m)
     };
-    let full_median = plain("triplet_full", &full);
-    let early_median = plain("triplet_full_early", &early);
+    let full_median = plain("triplet_full", &full, StepEngine::Auto);
+    let early_median = plain("triplet_full_early", &early, StepEngine::Auto);
+    // The same chain with burn's autodiff doing the gate steps (what the
+    // CUDA backend and the networks the host step does not cover use).
+    let burn_median = plain("triplet_full_burn", &full, StepEngine::Burn);
     c.final_summary();
 
     println!("\n== extraction summary (medians; {}) ==", machine());
@@ -144,6 +149,7 @@ fn main() {
     };
     row("triplet_full", full_median, 5.0);
     row("triplet_full_early", early_median, 5.0);
+    row("triplet_full_burn", burn_median, 5.0);
     row("triplet_fast", median_s(GROUP, "triplet_fast", since), 0.3);
     row("contribution_fast", median_s(GROUP, "contribution_fast", since), 0.1);
     row("contribution_sgd50", median_s(GROUP, "contribution_sgd50", since), 1.0);
