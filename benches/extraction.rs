@@ -5,9 +5,10 @@
 //! (fast, and SGD/Adam with 50 steps).
 //!
 //! `cargo bench --bench extraction`. Fast mode and contribution run under
-//! criterion; the full-mode triplet takes tens of seconds per run, so it is a
-//! few plain runs (`AEVIS_BENCH_RUNS`, default 3, after one warm-up run) and
-//! the median. The triplet: CIFAR-10 test image 0 (source), its MI-FGSM
+//! criterion; the full-mode triplets (≈ 3.5 s with the host step, ≈ 11 s
+//! through burn's autodiff) are a few plain cold runs (`AEVIS_BENCH_RUNS`,
+//! default 3) and their median. A filter matches by substring:
+//! `-- triplet_full` runs all three full-mode rows. The triplet: CIFAR-10 test image 0 (source), its MI-FGSM
 //! adversarial (ε = 8/255, T = 10, 8-bit quantised) and the first test image
 //! of the adversarial class that the model gets right (target). λ = 0.01 and
 //! γ = 0.001 (the registry's tuned values), the defaults otherwise;

@@ -80,7 +80,7 @@ pub fn machine() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
-    format!("{cores} cores ({cpu}), load average {} (1, 5, 15 min) when printed — other jobs were running, so timings are pessimistic", load.join(" "))
+    format!("{cores} cores ({cpu}), load average {} (1, 5, 15 min) when printed (the bench's own work counts in it)", load.join(" "))
 }
 
 /// Where criterion writes its results (the same rule criterion uses by default).
