@@ -211,12 +211,14 @@ pub fn extract_batch_with<B: AutodiffBackend>(
 pub fn gate_step<B: AutodiffBackend>(net: &Network<B>, x: Tensor<B, 4>, z: &[Vec<f32>], fixed: &[Datapath], params: &ExtractParams, engine: StepEngine) -> Result<(Vec<f32>, Vec<usize>, Vec<Vec<f32>>)> {
     let fixed: Vec<Vec<f32>> = fixed.iter().map(Datapath::flat).collect();
     let p0 = activation::softmax(net.logits(x.clone()), 1).detach();
-    Ok(match engine {
-        StepEngine::Burn => burn_step(net, &x, &p0, &fixed, params)(z),
-        _ => {
-            let host = HostNet::from_network(net).map_err(|what| Error::BadInput(format!("the host gate step does not cover {what}")))?;
-            host_step(&host, &x, &p0, &fixed, params)(z)
-        }
+    let host = match engine {
+        StepEngine::Burn => None,
+        StepEngine::Auto => HostNet::from_network(net).ok(),
+        StepEngine::Host => Some(HostNet::from_network(net).map_err(|what| Error::BadInput(format!("the host gate step does not cover {what}")))?),
+    };
+    Ok(match host {
+        Some(h) => host_step(&h, &x, &p0, &fixed, params)(z),
+        None => burn_step(net, &x, &p0, &fixed, params)(z),
     })
 }
 

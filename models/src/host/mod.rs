@@ -315,3 +315,45 @@ impl HostNet {
         dz
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::Builder;
+    use crate::weights::HostTensor;
+
+    type B = burn::backend::Flex;
+
+    fn t(shape: &[usize], f: impl Fn(usize) -> f32) -> HostTensor {
+        HostTensor { shape: shape.to_vec(), values: (0..shape.iter().product()).map(f).collect() }
+    }
+
+    /// normalise → 3×3 conv (ReLU, gated) → [max pool] → global pool → linear.
+    fn tiny(pool: bool) -> Network<B> {
+        let mut b = Builder::<B>::new(&Default::default());
+        let x = b.normalize([0.5; 3], [0.25; 3]);
+        let w = t(&[2, 3, 3, 3], |i| ((i * 5 % 7) as f32 - 3.0) / 4.0);
+        let c = b.conv(x, (w, t(&[2], |i| i as f32 - 0.5)), 1, [1; 4], 1, Act::Relu);
+        b.gate(c, "conv", "stem", "stem");
+        let p = if pool { b.push(Op::MaxPool { kernel: 2, stride: 2, pad: 0 }, &[c]) } else { c };
+        let g = b.push(Op::GlobalAvgPool, &[p]);
+        b.linear(g, (t(&[2, 3], |i| i as f32 - 2.0), t(&[3], |i| i as f32)), Act::None);
+        b.finish("tiny", [3, 4, 4], 3).unwrap()
+    }
+
+    #[test]
+    fn logits_equal_burns_and_an_uncovered_operation_is_named() {
+        let net = tiny(false);
+        let host = HostNet::from_network(&net).unwrap();
+        let pixels: Vec<f32> = (0..48).map(|i| (i * 7 % 11) as f32 / 10.0).collect();
+        let z = [0.25, 1.0];
+        let x = burn::tensor::Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(pixels.clone(), [1, 3, 4, 4]), &Default::default());
+        let gates = vec![Some(crate::net::Gate { z: ops::from_rows::<B>(&[z.to_vec()], &Default::default()), mask: None })];
+        let want = ops::host(net.forward(x, &gates, &[]).logits);
+        let got = host.forward(&pixels, &z);
+        for (a, b) in got.logits().iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5, "host {:?} vs burn {want:?}", got.logits());
+        }
+        assert_eq!(HostNet::from_network(&tiny(true)).unwrap_err(), "max pooling");
+    }
+}
