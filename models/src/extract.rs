@@ -157,15 +157,7 @@ pub fn extract_batch_with<B: AutodiffBackend>(
                 let n = top1.len();
                 (p0_t, top1, vec![vec![1.0; total]; n])
             };
-            let host = match engine {
-                StepEngine::Burn => None,
-                StepEngine::Auto if std::any::TypeId::of::<B>() != std::any::TypeId::of::<crate::backend::Cpu>() => None,
-                StepEngine::Auto => HostNet::from_network(net).ok(),
-                StepEngine::Host => Some(HostNet::from_network(net).map_err(|what| {
-                    Error::BadInput(format!("the host gate step does not cover {}: it has {what}", net.graph().model))
-                })?),
-            };
-            let (best, losses, steps) = match host {
+            let (best, losses, steps) = match host_for(net, engine)? {
                 Some(h) => {
                     let mut step = host_step(&h, &x, &p0_t, &fixed_flat, params);
                     optimise(net, &x, &p0_t, &top1, &fixed_flat, params, init, stage, progress, &mut step)?
@@ -211,14 +203,22 @@ pub fn extract_batch_with<B: AutodiffBackend>(
 pub fn gate_step<B: AutodiffBackend>(net: &Network<B>, x: Tensor<B, 4>, z: &[Vec<f32>], fixed: &[Datapath], params: &ExtractParams, engine: StepEngine) -> Result<(Vec<f32>, Vec<usize>, Vec<Vec<f32>>)> {
     let fixed: Vec<Vec<f32>> = fixed.iter().map(Datapath::flat).collect();
     let p0 = activation::softmax(net.logits(x.clone()), 1).detach();
-    let host = match engine {
-        StepEngine::Burn => None,
-        StepEngine::Auto => HostNet::from_network(net).ok(),
-        StepEngine::Host => Some(HostNet::from_network(net).map_err(|what| Error::BadInput(format!("the host gate step does not cover {what}")))?),
-    };
-    Ok(match host {
+    Ok(match host_for(net, engine)? {
         Some(h) => host_step(&h, &x, &p0, &fixed, params)(z),
         None => burn_step(net, &x, &p0, &fixed, params)(z),
+    })
+}
+
+/// The host network when `engine` asks for it (`Auto`: on the CPU backend
+/// and when the host step covers the network), else `None` (burn).
+fn host_for<B: AutodiffBackend>(net: &Network<B>, engine: StepEngine) -> Result<Option<HostNet>> {
+    Ok(match engine {
+        StepEngine::Burn => None,
+        StepEngine::Auto if std::any::TypeId::of::<B>() != std::any::TypeId::of::<crate::backend::Cpu>() => None,
+        StepEngine::Auto => HostNet::from_network(net).ok(),
+        StepEngine::Host => Some(HostNet::from_network(net).map_err(|what| {
+            Error::BadInput(format!("the host gate step does not cover {}: it has {what}", net.graph().model))
+        })?),
     })
 }
 
