@@ -139,11 +139,16 @@ fn extraction_keeps_the_top1_repeats_and_gamma_zero_decouples() {
 fn host_gate_step_equals_burn_autodiff() {
     // Loss, top-1 and gate gradient of one full-mode step, host against burn's
     // autodiff, at gates spread over [0, 1] (with exact 0s and 1s), two
-    // constraints, both losses, on a batch of two real images.
+    // constraints, both losses, on a batch of two real images (CIFAR test
+    // images; DEV photos for EfficientNet-Lite0, which adds depthwise
+    // convolutions at strides 1 and 2 with TF-SAME paddings, ReLU6, 1×1
+    // convolutions and additions without activation).
     let (imgs, _) = test_images(2);
     let x = ops::batch::<B>(&imgs.iter().collect::<Vec<_>>(), &Default::default()).unwrap();
-    for depth in [20, 56] {
-        let net = cifar(depth);
+    let dev = aevis_models::data::Split::read_folder("dev", &data().join("imagenet/nips2017_dev_subset"), "true_label", aevis_models::data::Preprocess::Resize, 224, 224).unwrap();
+    let photos: Vec<Image> = (0..2).map(|i| dev.image(i).unwrap()).collect();
+    let photos = ops::batch::<B>(&photos.iter().collect::<Vec<_>>(), &Default::default()).unwrap();
+    for (depth, net, x) in [("ResNet-20", cifar(20), x.clone()), ("ResNet-56", cifar(56), x), ("EfficientNet-Lite0", efficientnet(), photos)] {
         let widths = net.graph().widths();
         let total: usize = widths.iter().sum();
         let gates = |seed: usize| -> Vec<f32> { (0..total).map(|i| ((i * 37 + seed * 11) % 23) as f32 / 22.0).collect() };
@@ -154,13 +159,13 @@ fn host_gate_step_equals_burn_autodiff() {
             let params = ExtractParams { method, gamma: 0.05, ..ExtractParams::default_for(0.01) };
             let (lb, pb, gb) = gate_step(&net, x.clone(), &z, &fixed, &params, StepEngine::Burn).unwrap();
             let (lh, ph, gh) = gate_step(&net, x.clone(), &z, &fixed, &params, StepEngine::Host).unwrap();
-            assert_eq!(pb, ph, "ResNet-{depth} {method:?}: top-1");
+            assert_eq!(pb, ph, "{depth} {method:?}: top-1");
             for i in 0..2 {
-                assert!((lb[i] - lh[i]).abs() <= 1e-5 * lb[i].abs(), "ResNet-{depth} {method:?}: loss {} vs {}", lb[i], lh[i]);
+                assert!((lb[i] - lh[i]).abs() <= 1e-5 * lb[i].abs(), "{depth} {method:?}: loss {} vs {}", lb[i], lh[i]);
                 let scale = gb[i].iter().fold(0.0f32, |a, g| a.max(g.abs()));
                 let diff = max_abs_diff(&gb[i], &gh[i]);
-                assert!(scale > 1e-4, "ResNet-{depth}: a vanishing gradient proves nothing ({scale})");
-                assert!(diff <= 1e-4 * scale, "ResNet-{depth} {method:?}: gradients differ by {diff} (largest {scale})");
+                assert!(scale > 1e-4, "{depth}: a vanishing gradient proves nothing ({scale})");
+                assert!(diff <= 1e-4 * scale, "{depth} {method:?}: gradients differ by {diff} (largest {scale})");
             }
         }
     }

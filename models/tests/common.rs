@@ -20,6 +20,13 @@ pub fn cifar(depth: usize) -> Network<Cpu> {
     cifar_on::<Cpu>(depth)
 }
 
+/// EfficientNet-Lite0 with the registry's preprocessing.
+pub fn efficientnet() -> Network<Cpu> {
+    let path = data().join("models/imagenet_efficientnet_lite0/efficientnet-lite0-57934424.safetensors");
+    let w = Weights::load(&path, "efficientnet_lite0").expect("weights load");
+    Arch::EfficientNetLite0.build::<Cpu>(&w, "effnet", [3, 224, 224], 1000, [127.0 / 255.0; 3], [128.0 / 255.0; 3], &Default::default()).expect("network builds")
+}
+
 pub fn cifar_on<B: burn::tensor::backend::Backend>(depth: usize) -> Network<B> {
     let file = match depth {
         20 => "resnet20-12fca82f",

@@ -76,14 +76,6 @@ fn cifar_top1_matches_the_measured_accuracy() {
     }
 }
 
-fn efficientnet() -> aevis_models::net::Network<B> {
-    let path = data().join("models/imagenet_efficientnet_lite0/efficientnet-lite0-57934424.safetensors");
-    let w = Weights::load(&path, "efficientnet_lite0").unwrap();
-    let mean = [127.0 / 255.0; 3];
-    let std = [128.0 / 255.0; 3];
-    Arch::EfficientNetLite0.build::<B>(&w, "effnet", [3, 224, 224], 1000, mean, std, &Default::default()).unwrap()
-}
-
 #[test]
 fn efficientnet_matches_pytorch_logits() {
     let reference = json("models/reference_outputs.json");

@@ -8,10 +8,11 @@
 
 use super::gemm::{View, matmul};
 
-/// A convolution with its fixed geometry (groups = 1).
+/// A convolution with its fixed geometry: groups = 1, or depthwise
+/// (groups = channels, one `k×k` filter per channel).
 #[derive(Debug, Clone)]
 pub(crate) struct Conv {
-    /// Weights `[cout, cin·k·k]` (the PyTorch layout, flattened).
+    /// Weights `[cout, cin·k·k]` (the PyTorch layout, flattened; `[c, k·k]` when depthwise).
     pub w: Vec<f32>,
     pub b: Vec<f32>,
     pub cin: usize,
@@ -24,6 +25,8 @@ pub(crate) struct Conv {
     pub w_in: usize,
     pub oh: usize,
     pub ow: usize,
+    /// One filter per channel (`cin == cout`): a direct loop, no gemm.
+    pub depthwise: bool,
 }
 
 /// Output size of a convolution along one axis (`None` when the kernel does not fit).
@@ -166,9 +169,45 @@ impl Conv {
         });
     }
 
+    /// Every row segment a depthwise convolution multiplies: calls
+    /// `f(c, w, iy, oy, kw, lo, hi)` for output row `oy` of channel `c`, columns
+    /// `[lo, hi)`, which read input row `iy` at columns `ox·s + kw − pl`.
+    fn depthwise_segments(&self, mut f: impl FnMut(usize, f32, usize, usize, usize, usize, usize)) {
+        let k = self.k;
+        for c in 0..self.cout {
+            for kh in 0..k {
+                for kw in 0..k {
+                    let wv = self.w[(c * k + kh) * k + kw];
+                    let (lo, hi) = self.valid_cols(kw);
+                    for oy in 0..self.oh {
+                        if let Some(iy) = self.input_row(oy, kh) {
+                            f(c, wv, iy, oy, kw, lo, hi);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// `out = conv(x) + b`, `out` is `[cout, oh, ow]`; `scratch` is reused between calls.
     pub fn forward(&self, x: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
         let n = self.spatial();
+        if self.depthwise {
+            for (plane, &b) in out.chunks_mut(n).zip(&self.b) {
+                plane.fill(b);
+            }
+            let (hw, s, pl) = (self.h * self.w_in, self.stride, self.pad[1]);
+            self.depthwise_segments(|c, wv, iy, oy, kw, lo, hi| {
+                let xr = &x[c * hw + iy * self.w_in..][..self.w_in];
+                let yr = &mut out[c * n + oy * self.ow..][..self.ow];
+                if s == 1 {
+                    yr[lo..hi].iter_mut().zip(&xr[lo + kw - pl..hi + kw - pl]).for_each(|(o, v)| *o += wv * v);
+                } else {
+                    (lo..hi).for_each(|ox| yr[ox] += wv * xr[ox * s + kw - pl]);
+                }
+            });
+            return;
+        }
         let w = View::rows(&self.w, self.cout, self.rows());
         if self.pointwise() {
             matmul(out, false, w, View::rows(x, self.cin, n));
@@ -185,6 +224,19 @@ impl Conv {
     /// `xg += ∂⟨g, conv(x)⟩/∂x` for the output gradient `g` (`[cout, oh, ow]`).
     pub fn backward_input(&self, g: &[f32], xg: &mut [f32], scratch: &mut Vec<f32>) {
         let n = self.spatial();
+        if self.depthwise {
+            let (hw, s, pl) = (self.h * self.w_in, self.stride, self.pad[1]);
+            self.depthwise_segments(|c, wv, iy, oy, kw, lo, hi| {
+                let gr = &g[c * n + oy * self.ow..][..self.ow];
+                let xr = &mut xg[c * hw + iy * self.w_in..][..self.w_in];
+                if s == 1 {
+                    xr[lo + kw - pl..hi + kw - pl].iter_mut().zip(&gr[lo..hi]).for_each(|(o, v)| *o += wv * v);
+                } else {
+                    (lo..hi).for_each(|ox| xr[ox * s + kw - pl] += wv * gr[ox]);
+                }
+            });
+            return;
+        }
         let wt = View::rows(&self.w, self.cout, self.rows()).t();
         if self.pointwise() {
             matmul(xg, true, wt, View::rows(g, self.cout, n));
@@ -223,14 +275,15 @@ mod tests {
             for oy in 0..c.oh {
                 for ox in 0..c.ow {
                     let mut acc = c.b[co];
-                    for ci in 0..c.cin {
+                    let (ci0, ci1, wcin) = if c.depthwise { (co, co + 1, 1) } else { (0, c.cin, c.cin) };
+                    for ci in ci0..ci1 {
                         for kh in 0..c.k {
                             for kw in 0..c.k {
                                 let iy = (oy * c.stride + kh) as isize - c.pad[0] as isize;
                                 let ix = (ox * c.stride + kw) as isize - c.pad[1] as isize;
                                 if iy >= 0 && ix >= 0 && (iy as usize) < c.h && (ix as usize) < c.w_in {
                                     let xv = x[(ci * c.h + iy as usize) * c.w_in + ix as usize];
-                                    acc += c.w[((co * c.cin + ci) * c.k + kh) * c.k + kw] * xv;
+                                    acc += c.w[((co * wcin + ci - ci0) * c.k + kh) * c.k + kw] * xv;
                                 }
                             }
                         }
@@ -242,13 +295,17 @@ mod tests {
         out
     }
 
+    /// `cout == 0` asks for a depthwise convolution of `cin` channels.
     fn conv(cin: usize, cout: usize, k: usize, stride: usize, pad: [usize; 4], h: usize, w: usize) -> Conv {
+        let depthwise = cout == 0;
+        let cout = if depthwise { cin } else { cout };
         let oh = out_size(h, k, stride, pad[0], pad[2]).unwrap();
         let ow = out_size(w, k, stride, pad[1], pad[3]).unwrap();
         // Small integers keep every sum exact in f32, so the comparisons are equalities.
-        let wv = (0..cout * cin * k * k).map(|i| ((i * 7 % 5) as f32) - 2.0).collect();
+        let filters = if depthwise { 1 } else { cin };
+        let wv = (0..cout * filters * k * k).map(|i| ((i * 7 % 5) as f32) - 2.0).collect();
         let b = (0..cout).map(|i| i as f32).collect();
-        Conv { w: wv, b, cin, cout, k, stride, pad, h, w_in: w, oh, ow }
+        Conv { w: wv, b, cin, cout, k, stride, pad, h, w_in: w, oh, ow, depthwise }
     }
 
     fn image(len: usize) -> Vec<f32> {
@@ -258,7 +315,11 @@ mod tests {
     /// `(cin, cout, k, stride, pad, h, w)`.
     type Case = (usize, usize, usize, usize, [usize; 4], usize, usize);
 
-    const CASES: [Case; 9] = [
+    const CASES: [Case; 13] = [
+        (3, 0, 3, 1, [1, 1, 1, 1], 5, 6),
+        (2, 0, 3, 2, [0, 0, 1, 1], 7, 6),
+        (2, 0, 5, 2, [1, 1, 2, 2], 9, 8),
+        (3, 0, 5, 1, [2, 2, 2, 2], 4, 5),
         (2, 3, 5, 1, [1, 2, 3, 2], 6, 7),
         (3, 2, 3, 1, [2, 0, 0, 2], 4, 4),
         (2, 2, 3, 1, [1, 1, 1, 1], 1, 2),
@@ -275,7 +336,7 @@ mod tests {
         for (cin, cout, k, s, pad, h, w) in CASES {
             let c = conv(cin, cout, k, s, pad, h, w);
             let x = image(cin * h * w);
-            let mut out = vec![f32::NAN; cout * c.oh * c.ow];
+            let mut out = vec![f32::NAN; c.cout * c.oh * c.ow];
             // Stale scratch must not leak into the result.
             let mut scratch = vec![f32::NAN; 7];
             c.forward(&x, &mut out, &mut scratch);
@@ -290,7 +351,7 @@ mod tests {
         for (cin, cout, k, s, pad, h, w) in CASES {
             let mut c = conv(cin, cout, k, s, pad, h, w);
             c.b.iter_mut().for_each(|b| *b = 0.0);
-            let g = image(cout * c.oh * c.ow);
+            let g = image(c.cout * c.oh * c.ow);
             let mut xg = vec![1.0; cin * h * w];
             let mut scratch = vec![f32::NAN; 1000];
             c.backward_input(&g, &mut xg, &mut scratch);

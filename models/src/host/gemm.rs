@@ -69,9 +69,11 @@ pub(crate) fn matmul(dst: &mut [f32], accumulate: bool, a: View<'_>, b: View<'_>
             false,
             false,
             false,
-            // One thread: at these sizes (CIFAR layers at batch 1) waking a
-            // second one costs more than it saves (measured: a ResNet-56
-            // gate step 13.4 ms on one thread, 18.3 ms with two).
+            // One thread: waking a second costs more than it saves here
+            // (measured: a ResNet-56 gate step at batch 1 took 13.4 ms on one
+            // thread against 18.3 ms on two; an EfficientNet-Lite0 step, whose
+            // pointwise products reach 10⁷–10⁸ multiply-adds, 101 ms against
+            // 144 ms with the products of ≥ 2²⁴ on both cores).
             gemm::Parallelism::None,
         );
     }

@@ -1,9 +1,11 @@
 //! The gated forward pass and its backward pass to the gates on host memory,
-//! for the networks whose operations it covers: convolutions with groups = 1,
-//! ReLU, additions, option-A shortcuts, global average pooling, flatten and
-//! linear layers — the CIFAR ResNets. Full-mode extraction on the CPU backend
+//! for the networks whose operations it covers: convolutions (groups = 1 or
+//! depthwise), ReLU and ReLU6, additions, option-A shortcuts, global average
+//! pooling, flatten and linear layers — the CIFAR ResNets and
+//! EfficientNet-Lite0. Full-mode extraction on the CPU backend
 //! runs its gate steps here ([`crate::extract::StepEngine`]); every other
-//! analysis, and any network with another operation, runs on burn.
+//! analysis, and any network with another operation (max pooling: the
+//! torchvision ResNets, VGG), runs on burn.
 //!
 //! Why: at batch 1 on CIFAR shapes, burn-flex spends most of a convolution
 //! on layout work around the product, and its autodiff graph adds a node per
@@ -24,13 +26,13 @@ use conv::{Conv, out_size};
 enum HostOp {
     Input,
     Normalize { mean: Vec<f32>, inv_std: Vec<f32> },
-    Conv { conv: Conv, relu: bool },
-    Add { relu: bool },
+    Conv { conv: Conv, act: Act },
+    Add { act: Act },
     ShortcutA { pad: usize },
     GlobalAvgPool,
     Flatten,
     /// Weight `[in, out]`.
-    Linear { w: Vec<f32>, b: Vec<f32>, relu: bool },
+    Linear { w: Vec<f32>, b: Vec<f32>, act: Act },
 }
 
 #[derive(Debug, Clone)]
@@ -46,8 +48,11 @@ impl HostNode {
         self.shape.iter().product()
     }
 
-    fn relu(&self) -> bool {
-        matches!(self.op, HostOp::Conv { relu: true, .. } | HostOp::Add { relu: true } | HostOp::Linear { relu: true, .. })
+    fn act(&self) -> Act {
+        match self.op {
+            HostOp::Conv { act, .. } | HostOp::Add { act } | HostOp::Linear { act, .. } => act,
+            _ => Act::None,
+        }
     }
 }
 
@@ -78,14 +83,6 @@ impl Tape {
     }
 }
 
-fn relu_of(act: Act) -> Result<bool, String> {
-    match act {
-        Act::None => Ok(false),
-        Act::Relu => Ok(true),
-        Act::Relu6 => Err("ReLU6".into()),
-    }
-}
-
 impl HostNet {
     /// Copies the network's operations and weights, or says which operation it does not cover.
     pub fn from_network<B: Backend>(net: &Network<B>) -> Result<Self, String> {
@@ -105,24 +102,25 @@ impl HostNet {
                 Op::Conv { weight, bias, kernel, stride, pad, groups, act } => {
                     let [c, h, w] = shape_of(0);
                     let [cout, cin, kh, kw] = weight.dims();
-                    if *groups != 1 {
-                        return Err(format!("a grouped convolution ({groups} groups)"));
+                    let depthwise = *groups == c && cin == 1 && cout == c;
+                    if *groups != 1 && !depthwise {
+                        return Err(format!("a grouped convolution ({groups} groups of {cin} channels)"));
                     }
-                    if kh != kw || kh != *kernel || cin != c || *stride == 0 {
+                    if kh != kw || kh != *kernel || cin * groups != c || *stride == 0 {
                         return Err(format!("a {kh}×{kw} convolution of {cin} channels on {c}"));
                     }
                     let too_small = || format!("a {kh}×{kw} convolution on a {h}×{w} input");
                     let oh = out_size(h, kh, *stride, pad[0], pad[2]).ok_or_else(too_small)?;
                     let ow = out_size(w, kh, *stride, pad[1], pad[3]).ok_or_else(too_small)?;
-                    let conv = Conv { w: ops::host(weight.clone()), b: ops::host(bias.clone()), cin, cout, k: kh, stride: *stride, pad: *pad, h, w_in: w, oh, ow };
-                    (HostOp::Conv { conv, relu: relu_of(*act)? }, [cout, oh, ow])
+                    let conv = Conv { w: ops::host(weight.clone()), b: ops::host(bias.clone()), cin: c, cout, k: kh, stride: *stride, pad: *pad, h, w_in: w, oh, ow, depthwise };
+                    (HostOp::Conv { conv, act: *act }, [cout, oh, ow])
                 }
                 Op::Add { act } => {
                     let shape = shape_of(0);
                     if (1..node.inputs.len()).any(|k| shape_of(k) != shape) {
                         return Err("an addition of differently shaped values".into());
                     }
-                    (HostOp::Add { relu: relu_of(*act)? }, shape)
+                    (HostOp::Add { act: *act }, shape)
                 }
                 Op::ShortcutA { pad } => {
                     let [c, h, w] = shape_of(0);
@@ -135,7 +133,7 @@ impl HostNet {
                     if inp != shape_of(0).iter().product::<usize>() {
                         return Err(format!("a linear layer of {inp} inputs on {:?}", shape_of(0)));
                     }
-                    (HostOp::Linear { w: ops::host(weight.clone()), b: ops::host(bias.clone()), relu: relu_of(*act)? }, [out, 1, 1])
+                    (HostOp::Linear { w: ops::host(weight.clone()), b: ops::host(bias.clone()), act: *act }, [out, 1, 1])
                 }
                 Op::MaxPool { .. } => return Err("max pooling".into()),
                 Op::AdaptiveAvgPool { .. } => return Err("adaptive average pooling".into()),
@@ -225,8 +223,10 @@ impl HostNet {
                     v
                 }
             };
-            if node.relu() {
-                v.iter_mut().for_each(|a| *a = a.max(0.0));
+            match node.act() {
+                Act::None => {}
+                Act::Relu => v.iter_mut().for_each(|a| *a = a.max(0.0)),
+                Act::Relu6 => v.iter_mut().for_each(|a| *a = a.clamp(0.0, 6.0)),
             }
             if let Some(l) = self.gate_of[i] {
                 let hw = node.shape[1] * node.shape[2];
@@ -267,13 +267,22 @@ impl HostNet {
                 }
                 _ => &tape.vals[i],
             };
-            if node.relu() {
+            match node.act() {
+                Act::None => {}
                 // burn's rule: no gradient where the output is ≤ 0.
-                g.iter_mut().zip(out).for_each(|(a, &o)| {
+                Act::Relu => g.iter_mut().zip(out).for_each(|(a, &o)| {
                     if o <= 0.0 {
                         *a = 0.0;
                     }
-                });
+                }),
+                // None where the input was clamped. From the output alone an
+                // input of exactly 0 or 6 (where burn's clamp passes the
+                // gradient) reads as clamped: a set of measure zero.
+                Act::Relu6 => g.iter_mut().zip(out).for_each(|(a, &o)| {
+                    if o <= 0.0 || o >= 6.0 {
+                        *a = 0.0;
+                    }
+                }),
             }
             for &j in &node.inputs {
                 if !self.needs_grad[j] {
