@@ -131,6 +131,17 @@ pub fn extract_batch_with<B: AutodiffBackend>(
     engine: StepEngine,
 ) -> Result<Vec<Extracted>> {
     check(params)?;
+    let [_, c, h, w] = x.dims();
+    let input = net.graph().input;
+    if [c, h, w] != input {
+        return Err(Error::BadInput(format!(
+            "{} takes images of {}×{}×{} (channels × height × width), got {c}×{h}×{w}",
+            net.graph().model,
+            input[0],
+            input[1],
+            input[2]
+        )));
+    }
     let widths = net.graph().widths();
     let total: usize = widths.iter().sum();
     for f in fixed {

@@ -185,6 +185,12 @@ fn both_step_engines_extract_feasible_datapaths_that_repeat() {
         runs.push(e);
     }
     assert_eq!(runs[0].datapath, runs[2].datapath, "burn's extraction must repeat");
+    // An image of another size is refused with what was expected, on both engines.
+    let big = burn::tensor::Tensor::<B, 4>::zeros([1, 3, 40, 32], &Default::default());
+    for engine in [StepEngine::Burn, StepEngine::Host] {
+        let err = extract_batch_with(&net, big.clone(), &[], &params, "t", &mut |_| true, engine).unwrap_err().to_string();
+        assert!(err.contains("3×32×32") && err.contains("got 3×40×32"), "{engine:?}: {err}");
+    }
     // The engines round differently (summation order), and Adam divides by
     // the gradient's running size, so the datapaths are close, not equal
     // (measured: 2·10⁻⁵ apart after these 12 steps).
